@@ -1,0 +1,3 @@
+from lanlock.cli import main
+
+main(prog_name="lanlock")

@@ -1,0 +1,96 @@
+"""The box's side of the x509 request (DESIGN §3, §4): sign, send, read the answer.
+
+The request is a flattened JWS made with ``josepy``, as an ACME client makes one: ES256, the
+device key as ``jwk`` in the protected header, a fresh ``iat`` and random ``nonce`` inside.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import josepy
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from lanlock import pki
+
+
+def new_nonce() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(18)).decode("ascii").rstrip("=")
+
+
+def signed_body(device_key: ec.EllipticCurvePrivateKey, payload: dict[str, Any]) -> bytes:
+    """``payload`` as a flattened JWS signed with the device key (ES256, jwk protected)."""
+    jws = josepy.JWS.sign(
+        json.dumps(payload, separators=(",", ":")).encode(),
+        key=josepy.JWKEC(key=device_key),
+        alg=josepy.ES256,
+        include_jwk=True,
+        protect=frozenset(["alg", "jwk"]),
+    )
+    return jws.json_dumps().encode()
+
+
+def x509_payload(
+    device_key: ec.EllipticCurvePrivateKey,
+    db_uuid: str,
+    enterprise_code: str,
+    csr_pem: str,
+    address: str | None,
+) -> dict[str, Any]:
+    return {
+        "box_id": pki.box_id_for(device_key.public_key()),
+        "db_uuid": db_uuid,
+        "enterprise_code": enterprise_code,
+        "csr_pem": csr_pem,
+        "address": address,
+        "iat": int(time.time()),
+        "nonce": new_nonce(),
+    }
+
+
+@dataclass(frozen=True)
+class CloudAnswer:
+    """The cloud's answer to one request: a result, a refusal, or an HTTP status."""
+
+    status: int
+    result: dict[str, Any] | None = None
+    refusal_code: str | None = None
+    message: str | None = None
+
+
+def post_x509(
+    client: httpx.Client,
+    cloud_url: str,
+    device_key: ec.EllipticCurvePrivateKey,
+    payload: dict[str, Any],
+) -> CloudAnswer:
+    """Send one signed request; network and TLS errors propagate as ``httpx.HTTPError``."""
+    response = client.post(
+        cloud_url.rstrip("/") + "/iot/x509",
+        content=signed_body(device_key, payload),
+        headers={"Content-Type": "application/jose+json"},
+    )
+    return read_answer(response)
+
+
+def read_answer(response: httpx.Response) -> CloudAnswer:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200:
+        detail = body.get("detail") if isinstance(body, dict) else None
+        return CloudAnswer(
+            response.status_code, message=detail if isinstance(detail, str) else None
+        )
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+        return CloudAnswer(200, refusal_code=str(error.get("code")), message=error.get("message"))
+    result = body.get("result") if isinstance(body, dict) else None
+    return CloudAnswer(200, result=result if isinstance(result, dict) and result else None)

@@ -1,0 +1,85 @@
+"""The cloud's HTTP API: ``POST /iot/x509``, ``GET /healthz``, ``GET /metrics``."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from lanlock.cloud.x509 import X509Service
+
+MAX_BODY_BYTES = 64 * 1024
+ACCEPTED_TYPES = ("application/jose+json", "application/json")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_limited_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, refusing early (by Content-Length) or while streaming past ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(service: X509Service) -> Starlette:
+    async def x509(request: Request) -> Response:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in ACCEPTED_TYPES:
+            return JSONResponse(
+                {"detail": "send the signed request as application/jose+json"}, status_code=415
+            )
+        try:
+            body = await read_limited_body(request)
+        except BodyTooLarge:
+            service.metrics.count("too_large")
+            return JSONResponse(
+                {"detail": f"the body is over {MAX_BODY_BYTES // 1024} KiB"}, status_code=413
+            )
+        except ClientDisconnect:
+            return Response(status_code=400)
+        source = request.client.host if request.client else "unknown"
+        # The work is blocking (SQL, signatures): off the event loop, onto the thread pool.
+        answer = await run_in_threadpool(service.handle, body, source)
+        return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
+
+    async def healthz(_: Request) -> Response:
+        try:
+            await run_in_threadpool(_ping_store, service)
+        except SQLAlchemyError:
+            return JSONResponse(
+                {"status": "store unavailable"}, status_code=503, headers={"Retry-After": "5"}
+            )
+        return JSONResponse(
+            {"status": "ok", "issuer": service.issuer.name, "zone": service.settings.zone}
+        )
+
+    async def metrics(_: Request) -> Response:
+        return PlainTextResponse(
+            service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    return Starlette(
+        routes=[
+            Route("/iot/x509", x509, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ]
+    )
+
+
+def _ping_store(service: X509Service) -> None:
+    with service.store.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))

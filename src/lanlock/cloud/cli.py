@@ -1,0 +1,243 @@
+"""``lanlock cloud …``: serve the API, and the operator's commands on the store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+
+from lanlock.cloud import admin
+from lanlock.cloud.authority import AuthorityError
+from lanlock.cloud.secret import SecretKeyError
+from lanlock.cloud.server import DEFAULT_PORT, DEFAULT_ZONE, CloudSettings, open_store
+from lanlock.config import default_data_dir, option
+from lanlock.names import InvalidName
+
+
+def store_options(command: Any) -> Any:
+    command = option(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="SQLAlchemy URL of the store [default: sqlite in the data folder]",
+    )(command)
+    return option(
+        "--data",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="the cloud's data folder (secret key, default store)",
+    )(command)
+
+
+def settings_from(data: Path | None, store: str | None, **kw: Any) -> CloudSettings:
+    return CloudSettings(data_dir=data or default_data_dir("cloud"), store_url=store, **kw)
+
+
+def emit(data: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2) if as_json else text)
+
+
+def json_flag(command: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="print JSON")(command)
+
+
+@click.group()
+def cloud() -> None:
+    """The vendor's cloud: subscriptions, eligibility, certificates."""
+
+
+@cloud.command()
+@store_options
+@option("--host", default="127.0.0.1", show_default=True)
+@option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
+@option("--zone", default=DEFAULT_ZONE, show_default=True, help="the IoT zone")
+@option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@option(
+    "--lifetime-days",
+    type=click.IntRange(1, 397),
+    default=90,
+    show_default=True,
+    help="lifetime of certificates from the embedded CA",
+)
+@option(
+    "--failure-limit",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="failed credential attempts per source / database before 429",
+)
+@option(
+    "--failure-window",
+    type=click.FloatRange(1),
+    default=60.0,
+    show_default=True,
+    help="seconds over which failures are counted",
+)
+def serve(
+    data: Path | None, store: str | None, tls_cert: Path | None, tls_key: Path | None, **kw: Any
+) -> None:
+    """Serve the HTTP API (POST /iot/x509, /healthz, /metrics)."""
+    from lanlock.cloud.server import serve as run
+
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    run(settings_from(data, store, tls_cert=tls_cert, tls_key=tls_key, **kw))
+
+
+@cloud.group()
+def database() -> None:
+    """Customers' databases."""
+
+
+@database.command("add")
+@click.argument("uuid")
+@click.option("--name", default="", help="a name for people")
+@click.option(
+    "--kind",
+    type=click.Choice(["production", "staging", "development", "duplicate"]),
+    default="production",
+    show_default=True,
+)
+@store_options
+@json_flag
+def database_add(
+    uuid: str, name: str, kind: str, data: Path | None, store: str | None, as_json: bool
+) -> None:
+    """Add a database."""
+    row = admin.add_database(_store(data, store), uuid, name, kind)
+    emit(row, as_json, f"database {row['uuid']} added ({row['kind']})")
+
+
+@database.command("list")
+@store_options
+@json_flag
+def database_list(data: Path | None, store: str | None, as_json: bool) -> None:
+    """List databases with their subscriptions (codes masked)."""
+    rows = admin.list_databases(_store(data, store))
+    lines = [
+        f"{r['uuid']}  {r['kind']:<11}  {r['name']}  "
+        + ", ".join(
+            f"{s['code']} {s['state']} ({s['iot_boxes']} boxes)" for s in r["subscriptions"]
+        )
+        for r in rows
+    ]
+    emit(rows, as_json, "\n".join(lines) or "no databases")
+
+
+@cloud.group()
+def subscription() -> None:
+    """Subscriptions (contracts) and their IoT box lines."""
+
+
+STATES = click.Choice(["in_progress", "draft", "paused", "closed"])
+
+
+@subscription.command("add")
+@click.argument("code")
+@click.option("--database", "database_uuid", required=True, help="the database's UUID")
+@click.option("--state", type=STATES, default="in_progress", show_default=True)
+@click.option(
+    "--iot-boxes",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="quantity of the IoT box line (0: no line)",
+)
+@store_options
+@json_flag
+def subscription_add(
+    code: str,
+    database_uuid: str,
+    state: str,
+    iot_boxes: int,
+    data: Path | None,
+    store: str | None,
+    as_json: bool,
+) -> None:
+    """Add a subscription to a database."""
+    row = admin.add_subscription(_store(data, store), code, database_uuid, state, iot_boxes)
+    emit(
+        row,
+        as_json,
+        f"subscription {row['code']} added: {row['state']}, {row['iot_boxes']} IoT boxes",
+    )
+
+
+@subscription.command("set")
+@click.argument("code")
+@click.option("--state", type=STATES, default=None)
+@click.option("--iot-boxes", type=click.IntRange(0), default=None)
+@store_options
+@json_flag
+def subscription_set(
+    code: str,
+    state: str | None,
+    iot_boxes: int | None,
+    data: Path | None,
+    store: str | None,
+    as_json: bool,
+) -> None:
+    """Change a subscription's state or its IoT box quantity."""
+    row = admin.set_subscription(_store(data, store), code, state, iot_boxes)
+    emit(row, as_json, f"subscription {row['code']}: {row['state']}, {row['iot_boxes']} IoT boxes")
+
+
+@cloud.group()
+def box() -> None:
+    """Registered boxes."""
+
+
+@box.command("list")
+@store_options
+@json_flag
+def box_list(data: Path | None, store: str | None, as_json: bool) -> None:
+    """List registered boxes."""
+    rows = admin.list_boxes(_store(data, store))
+    lines = [
+        f"{r['box_id']}  {r['scope']}  {r['state']:<7}  {r['database']}  "
+        f"last seen {r['last_seen_at']}  cert until {r['certificate_not_after']}"
+        for r in rows
+    ]
+    emit(rows, as_json, "\n".join(lines) or "no boxes")
+
+
+@box.command("revoke")
+@click.argument("box_id")
+@store_options
+@json_flag
+def box_revoke(box_id: str, data: Path | None, store: str | None, as_json: bool) -> None:
+    """Refuse every future request of a box (its slot is freed)."""
+    row = admin.set_box_state(_store(data, store), box_id, "revoked")
+    emit(row, as_json, f"box {row['box_id']} revoked")
+
+
+@cloud.group()
+def ca() -> None:
+    """The embedded certificate authority."""
+
+
+@ca.command("root")
+@store_options
+@option("--zone", default=DEFAULT_ZONE, show_default=True, help="the IoT zone")
+@json_flag
+def ca_root(data: Path | None, store: str | None, zone: str, as_json: bool) -> None:
+    """Print the root certificate (PEM) that browsers and boxes trust; made if missing."""
+    from lanlock.cloud.server import build_service
+
+    settings = settings_from(data, store, zone=zone)
+    service = build_service(settings, _store(data, store))
+    root = service.issuer.ca.root_pem  # type: ignore[attr-defined]
+    emit({"root_pem": root, "zone": service.settings.zone}, as_json, root.rstrip())
+
+
+def _store(data: Path | None, store: str | None) -> Any:
+    return open_store(settings_from(data, store))
+
+
+# Errors an operator can fix, turned into one clear line instead of a traceback.
+OPERATOR_ERRORS = (admin.AdminError, SecretKeyError, AuthorityError, InvalidName)
+STORE_ERRORS = (SQLAlchemyError,)

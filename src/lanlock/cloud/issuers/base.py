@@ -1,0 +1,35 @@
+"""The small interface every issuer implements (after certmagic's Issuer)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from cryptography import x509
+
+
+@dataclass(frozen=True)
+class Issued:
+    leaf: x509.Certificate
+    chain_pem: str  # the intermediates, PEM, leaf excluded
+
+
+class IssuanceError(RuntimeError):
+    """The CA refused or failed for this request (the box gets ``issuance_failed``)."""
+
+
+class IssuerUnavailable(RuntimeError):
+    """The CA cannot be reached right now (the box gets 503 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after: int = 30) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Issuer(Protocol):
+    name: str
+
+    def issue(self, csr: x509.CertificateSigningRequest, names: Sequence[str]) -> Issued:
+        """A certificate for ``names`` with the CSR's public key, or an exception above."""
+        ...

@@ -1,0 +1,23 @@
+"""The embedded CA as an issuer: instant, offline, trusted by whoever imports its root."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from cryptography import x509
+
+from lanlock import pki
+from lanlock.cloud.issuers.base import Issued
+
+
+class LocalIssuer:
+    name = "local"
+
+    def __init__(self, ca: pki.CertificateAuthority, lifetime: dt.timedelta) -> None:
+        self.ca = ca
+        self.lifetime = lifetime
+
+    def issue(self, csr: x509.CertificateSigningRequest, names: Sequence[str]) -> Issued:
+        leaf = self.ca.issue(csr.public_key(), names, self.lifetime)  # type: ignore[arg-type]
+        return Issued(leaf=leaf, chain_pem=self.ca.chain_pem)

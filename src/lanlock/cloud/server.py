@@ -1,0 +1,77 @@
+"""Putting the cloud together: settings → store → secret → CA → issuer → service → uvicorn."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from lanlock import names
+from lanlock.cloud.app import create_app
+from lanlock.cloud.authority import load_or_create_authority
+from lanlock.cloud.issuers.local import LocalIssuer
+from lanlock.cloud.secret import load_or_create_secret
+from lanlock.cloud.x509 import X509Service, X509Settings
+from lanlock.store import Store
+
+DEFAULT_ZONE = "iot.localhost"
+DEFAULT_PORT = 8700
+
+
+@dataclass
+class CloudSettings:
+    data_dir: Path
+    store_url: str | None = None
+    zone: str = DEFAULT_ZONE
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    lifetime_days: int = 90
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    failure_limit: int = 10
+    failure_window: float = 60.0
+
+    @property
+    def store(self) -> str:
+        return self.store_url or f"sqlite:///{self.data_dir / 'cloud.db'}"
+
+
+def open_store(settings: CloudSettings) -> Store:
+    store = Store(settings.store, pool_size=20)
+    store.migrate()
+    return store
+
+
+def build_service(settings: CloudSettings, store: Store | None = None) -> X509Service:
+    zone = names.normalize_zone(settings.zone)
+    store = store or open_store(settings)
+    secret = load_or_create_secret(settings.data_dir / "secret.key")
+    ca = load_or_create_authority(store, zone, secret)
+    issuer = LocalIssuer(ca, dt.timedelta(days=settings.lifetime_days))
+    return X509Service(
+        store,
+        issuer,
+        X509Settings(
+            zone=zone,
+            failure_limit=settings.failure_limit,
+            failure_window=settings.failure_window,
+        ),
+    )
+
+
+def serve(settings: CloudSettings) -> None:
+    app = create_app(build_service(settings))
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        log_level="info",
+        server_header=False,
+        # Nothing sensitive travels in the URL, but there is no need to log every box's request.
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,439 @@
+"""The x509 request (DESIGN §4): who gets a certificate, and getting it exactly once.
+
+One request goes: verify the JWS → remember its nonce → check eligibility in the stated order →
+register the box (taking a quota slot under a lock) → reuse a stored certificate, or issue one
+while holding the scope's lease → audit. Every step that can say no says it with a refusal code
+or an HTTP status, never an exception that escapes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import InterfaceError as SQLInterfaceError
+from sqlalchemy.orm import Session
+
+from lanlock import errors, names, pki
+from lanlock.cloud.issuers import IssuanceError, Issuer, IssuerUnavailable
+from lanlock.cloud.jws import MalformedRequest, SignedRequest, Unauthorized, verify_request
+from lanlock.cloud.metrics import CloudMetrics
+from lanlock.cloud.ratelimit import FailureLimiter
+from lanlock.store import Store
+from lanlock.store.models import (
+    AuditEntry,
+    Box,
+    Certificate,
+    Database,
+    IssuanceLease,
+    SeenNonce,
+    Subscription,
+    SubscriptionLine,
+)
+
+# Reuse a stored certificate while more than this fraction of its lifetime remains (DESIGN §4).
+REUSE_FRACTION = 2 / 3
+NONCE_TTL = dt.timedelta(seconds=2 * 300 + 60)
+NONCE_SWEEP_SECONDS = 60.0
+STORE_RETRY_AFTER = 5
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the HTTP layer sends: a status, a JSON body and extra headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class X509Settings:
+    zone: str
+    lease_seconds: float = 120.0
+    lease_wait_seconds: float = 60.0
+    failure_limit: int = 10
+    failure_window: float = 60.0
+
+
+class Refused(Exception):
+    """Eligibility said no: answered as HTTP 200 with ``{"error": {code, message}}``."""
+
+    def __init__(self, code: str, detail: str | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.detail = detail
+
+
+class Limited(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
+class X509Service:
+    """Answers ``POST /iot/x509`` bodies; thread-safe, stateless but for the failure counts."""
+
+    def __init__(
+        self,
+        store: Store,
+        issuer: Issuer,
+        settings: X509Settings,
+        metrics: CloudMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.issuer = issuer
+        self.settings = settings
+        self.metrics = metrics or CloudMetrics()
+        self.clock = clock
+        self.by_source = FailureLimiter(settings.failure_limit, settings.failure_window)
+        self.by_database = FailureLimiter(settings.failure_limit, settings.failure_window)
+        self._holder = secrets.token_hex(8)
+        self._next_sweep = 0.0
+        self._sweep_lock = threading.Lock()
+
+    # --- the request ----------------------------------------------------------------------
+
+    def handle(self, body: bytes, source: str) -> Answer:
+        request: SignedRequest | None = None
+        try:
+            if retry := self.by_source.retry_after(source):
+                raise Limited(retry)
+            request = verify_request(body, self.clock())
+            return self._handle_verified(request, source)
+        except MalformedRequest as exc:
+            return self._reject(400, "malformed", str(exc), source, request)
+        except Unauthorized as exc:
+            return self._reject(401, "unauthorized", str(exc), source, request)
+        except Limited as exc:
+            self.metrics.count("limited")
+            return Answer(
+                429,
+                {"detail": "too many failed credential attempts; try again later"},
+                {"Retry-After": str(exc.retry_after)},
+            )
+        except Refused as exc:
+            return self._refuse(exc, source, request)
+        except IssuerUnavailable as exc:
+            self.metrics.count("unavailable", "issuer")
+            return Answer(
+                503,
+                {"detail": f"the certificate authority is unavailable: {exc}"},
+                {"Retry-After": str(exc.retry_after)},
+            )
+        except (OperationalError, SQLInterfaceError, TimeoutError):
+            self.metrics.count("unavailable", "store")
+            return Answer(
+                503,
+                {"detail": "the cloud's store is unavailable; try again later"},
+                {"Retry-After": str(STORE_RETRY_AFTER)},
+            )
+
+    def _handle_verified(self, request: SignedRequest, source: str) -> Answer:
+        self._remember_nonce(request.nonce)
+        box = self._check_credentials(request, source)
+        csr = self._check_csr(request, box)
+        registered_here = False
+        if box is None or box.subscription_code != request.enterprise_code:
+            box, registered_here = self._register(request)
+        try:
+            certificate, outcome = self._certificate_for(box, csr)
+        except (Refused, IssuerUnavailable):
+            if registered_here:
+                self._unregister(box.box_id)
+            raise
+        self._audit(
+            outcome, None, request, source, f"serial {certificate.serial}", seen_box=box.box_id
+        )
+        self.metrics.count(outcome)
+        return Answer(200, {"result": self._result(certificate, box.scope)})
+
+    def _result(self, certificate: Certificate, scope: str) -> dict[str, Any]:
+        return {
+            "x509_pem": certificate.x509_pem,
+            "chain_pem": certificate.chain_pem,
+            "subject_cn": names.wildcard_name(scope, self.settings.zone),
+            "scope": scope,
+            "zone": self.settings.zone,
+            "not_after": certificate.not_after.isoformat(),
+        }
+
+    # --- replay protection ----------------------------------------------------------------
+
+    def _remember_nonce(self, nonce: str) -> None:
+        now = dt.datetime.now(dt.UTC)
+        try:
+            with self.store.transaction() as session:
+                session.add(SeenNonce(nonce=nonce, expires_at=now + NONCE_TTL))
+        except IntegrityError:
+            raise Unauthorized("this nonce was seen before: each request needs a new one") from None
+        self._sweep_nonces(now)
+
+    def _sweep_nonces(self, now: dt.datetime) -> None:
+        if time.monotonic() < self._next_sweep or not self._sweep_lock.acquire(blocking=False):
+            return
+        try:
+            self._next_sweep = time.monotonic() + NONCE_SWEEP_SECONDS
+            with self.store.transaction() as session:
+                session.execute(delete(SeenNonce).where(SeenNonce.expires_at < now))
+        finally:
+            self._sweep_lock.release()
+
+    # --- eligibility, in the order of DESIGN §4 ---------------------------------------------
+
+    def _check_credentials(self, request: SignedRequest, source: str) -> Box | None:
+        with self.store.transaction() as session:
+            box = session.get(Box, request.box_id)
+            known_here = box is not None and box.database_uuid == request.db_uuid
+            # A registered box proves itself with its device key: guessers of this database's
+            # codes must not lock it out.
+            if not known_here and (retry := self.by_database.retry_after(request.db_uuid)):
+                raise Limited(retry)
+            database = session.get(Database, request.db_uuid)
+            subscription = _matching_subscription(session, request)
+            if database is None or subscription is None:
+                self.by_source.record_failure(source)
+                self.by_database.record_failure(request.db_uuid)
+                raise Refused(errors.INVALID_CREDENTIALS)
+            if database.kind != "production":
+                raise Refused(errors.DATABASE_NOT_PRODUCTION, f"database kind {database.kind}")
+            if subscription.state != "in_progress":
+                raise Refused(
+                    errors.SUBSCRIPTION_NOT_IN_PROGRESS, f"subscription state {subscription.state}"
+                )
+            if _box_quota(session, subscription.code) <= 0:
+                raise Refused(errors.NO_IOT_BOX_LINE)
+            if box is not None and box.state == "revoked":
+                raise Refused(errors.BOX_REVOKED)
+            return box
+
+    def _check_csr(self, request: SignedRequest, box: Box | None) -> x509.CertificateSigningRequest:
+        try:
+            csr = pki.parse_csr(request.csr_pem)
+        except pki.InvalidCSR as exc:
+            raise Refused(errors.INVALID_CSR, str(exc)) from None
+        allowed = set(names.certificate_names(box.scope, self.settings.zone)) if box else set()
+        wrong = [n for n in pki.csr_names(csr) if n not in allowed]
+        if wrong:
+            raise Refused(
+                errors.INVALID_CSR,
+                f"the CSR asks for {', '.join(wrong)}; a CSR names nothing, or only this box's "
+                "*.<scope>.<zone> and <scope>.<zone>",
+            )
+        return csr
+
+    # --- registration and quota -------------------------------------------------------------
+
+    def _register(self, request: SignedRequest) -> tuple[Box, bool]:
+        """Bind the box to the subscription, taking a slot; return (box, whether it is new)."""
+        with self.store.transaction() as session:
+            # The lock serialises registrations per subscription across replicas (PostgreSQL row
+            # lock; on SQLite the transaction already holds the write lock): the count below
+            # cannot be overtaken by a concurrent registration.
+            subscription = session.execute(
+                select(Subscription)
+                .where(Subscription.code == request.enterprise_code)
+                .with_for_update()
+            ).scalar_one()
+            box = session.get(Box, request.box_id, populate_existing=True)
+            if box is not None and box.subscription_code == subscription.code:
+                return box, False  # a concurrent request of the same box registered it
+            used = session.scalar(
+                select(func.count())
+                .select_from(Box)
+                .where(Box.subscription_code == subscription.code, Box.state == "active")
+            )
+            if (used or 0) >= _box_quota(session, subscription.code):
+                raise Refused(errors.BOX_QUOTA_EXCEEDED)
+            is_new = box is None
+            if box is None:
+                box = Box(
+                    box_id=request.box_id,
+                    device_key_der=pki.public_key_der(request.device_key),
+                    scope=names.new_scope(),
+                )
+                session.add(box)
+            box.database_uuid = request.db_uuid
+            box.subscription_code = subscription.code
+            box.last_address = request.address
+            session.flush()
+            return box, is_new
+
+    def _unregister(self, box_id: str) -> None:
+        """Give back the slot of a box whose first issuance failed: a refusal takes none."""
+        with self.store.transaction() as session:
+            session.execute(delete(Certificate).where(Certificate.box_id == box_id))
+            session.execute(delete(Box).where(Box.box_id == box_id))
+
+    # --- reuse or issue, once per scope ---------------------------------------------------
+
+    def _certificate_for(
+        self, box: Box, csr: x509.CertificateSigningRequest
+    ) -> tuple[Certificate, str]:
+        fingerprint = pki.key_fingerprint(csr.public_key())  # type: ignore[arg-type]
+        if reusable := self._reusable(box.scope, fingerprint):
+            return reusable, "reused"
+        deadline = time.monotonic() + self.settings.lease_wait_seconds
+        delay = 0.01
+        while not self._acquire_lease(box.scope):
+            if time.monotonic() > deadline:
+                raise IssuerUnavailable("another issuance for this box is still running", 10)
+            time.sleep(delay + secrets.randbelow(10) / 1000)
+            delay = min(delay * 2, 0.25)
+            # Whoever holds the lease is probably issuing exactly what we need.
+            if reusable := self._reusable(box.scope, fingerprint):
+                return reusable, "reused"
+        try:
+            if reusable := self._reusable(box.scope, fingerprint):
+                return reusable, "reused"
+            return self._issue(box, csr, fingerprint), "issued"
+        finally:
+            self._release_lease(box.scope)
+
+    def _reusable(self, scope: str, fingerprint: str) -> Certificate | None:
+        with self.store.transaction() as session:
+            newest = session.execute(
+                select(Certificate)
+                .where(Certificate.scope == scope, Certificate.key_fingerprint == fingerprint)
+                .order_by(Certificate.not_after.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+        if newest is None:
+            return None
+        now = dt.datetime.now(dt.UTC)
+        lifetime = (newest.not_after - newest.not_before).total_seconds()
+        left = (newest.not_after - now).total_seconds()
+        return newest if lifetime > 0 and left > REUSE_FRACTION * lifetime else None
+
+    def _issue(
+        self, box: Box, csr: x509.CertificateSigningRequest, fingerprint: str
+    ) -> Certificate:
+        started = time.perf_counter()
+        try:
+            issued = self.issuer.issue(csr, names.certificate_names(box.scope, self.settings.zone))
+        except IssuanceError as exc:
+            raise Refused(errors.ISSUANCE_FAILED, str(exc)) from None
+        self.metrics.issuance_seconds.labels(self.issuer.name).observe(
+            time.perf_counter() - started
+        )
+        self.metrics.issued.labels(self.issuer.name).inc()
+        record = Certificate(
+            box_id=box.box_id,
+            scope=box.scope,
+            key_fingerprint=fingerprint,
+            serial=format(issued.leaf.serial_number, "x"),
+            issuer=self.issuer.name,
+            not_before=issued.leaf.not_valid_before_utc,
+            not_after=issued.leaf.not_valid_after_utc,
+            x509_pem=pki.to_pem(issued.leaf),
+            chain_pem=issued.chain_pem,
+        )
+        with self.store.transaction() as session:
+            session.add(record)
+        return record
+
+    def _acquire_lease(self, scope: str) -> bool:
+        now = dt.datetime.now(dt.UTC)
+        expires = now + dt.timedelta(seconds=self.settings.lease_seconds)
+        try:
+            with self.store.transaction() as session:
+                lease = session.get(IssuanceLease, scope, with_for_update=True)
+                if lease is None:
+                    session.add(IssuanceLease(scope=scope, holder=self._holder, expires_at=expires))
+                    return True
+                if lease.expires_at > now:
+                    return False
+                lease.holder, lease.expires_at = self._holder, expires  # a crashed holder's lease
+                return True
+        except IntegrityError:
+            return False  # another replica inserted the lease first
+
+    def _release_lease(self, scope: str) -> None:
+        with self.store.transaction() as session:
+            session.execute(
+                delete(IssuanceLease).where(
+                    IssuanceLease.scope == scope, IssuanceLease.holder == self._holder
+                )
+            )
+
+    # --- answers and the audit trail --------------------------------------------------------
+
+    def _refuse(self, refusal: Refused, source: str, request: SignedRequest | None) -> Answer:
+        self._audit("refused", refusal.code, request, source, refusal.detail)
+        self.metrics.count("refused", refusal.code)
+        entry = errors.refusal(refusal.code)
+        message = (
+            entry.meaning
+            if refusal.detail is None
+            else (f"{entry.meaning.rstrip('.')}: {refusal.detail}")
+        )
+        return Answer(200, {"error": {"code": refusal.code, "message": message}})
+
+    def _reject(
+        self, status: int, outcome: str, detail: str, source: str, request: SignedRequest | None
+    ) -> Answer:
+        self._audit(outcome, str(status), request, source, detail)
+        self.metrics.count(outcome)
+        return Answer(status, {"detail": detail})
+
+    def _audit(
+        self,
+        outcome: str,
+        code: str | None,
+        request: SignedRequest | None,
+        source: str,
+        detail: str | None,
+        seen_box: str | None = None,
+    ) -> None:
+        entry = AuditEntry(
+            outcome=outcome,
+            code=code,
+            box_id=request.box_id if request else None,
+            database_uuid=request.db_uuid[:64] if request else None,
+            source=source[:64],
+            detail=detail[:1000] if detail else None,
+        )
+        try:
+            with self.store.transaction() as session:
+                session.add(entry)
+                if seen_box is not None:
+                    box = session.get(Box, seen_box)
+                    if box is not None:
+                        box.last_seen_at = dt.datetime.now(dt.UTC)
+                        if request and request.address:
+                            box.last_address = request.address
+        except (OperationalError, SQLInterfaceError):
+            pass  # the answer matters more than its audit line when the store is failing
+
+
+def _matching_subscription(session: Session, request: SignedRequest) -> Subscription | None:
+    """The database's subscription with this code, compared in constant time."""
+    candidates = session.scalars(
+        select(Subscription).where(Subscription.database_uuid == request.db_uuid)
+    ).all()
+    supplied = request.enterprise_code.encode()
+    found = None
+    for candidate in candidates:
+        if hmac.compare_digest(candidate.code.encode(), supplied):
+            found = candidate
+    return found
+
+
+def _box_quota(session: Session, subscription_code: str) -> int:
+    total = session.scalar(
+        select(func.coalesce(func.sum(SubscriptionLine.quantity), 0)).where(
+            SubscriptionLine.subscription_code == subscription_code,
+            SubscriptionLine.product == "iot_box",
+        )
+    )
+    return int(total or 0)

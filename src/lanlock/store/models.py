@@ -1,0 +1,165 @@
+"""The shared SQL store of the cloud and the DNS server: tables as SQLAlchemy 2 models.
+
+Alembic migrations (``migrations/versions``) create these tables; a change here needs a new
+migration, and ``tests/test_store.py`` checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+DATABASE_KINDS = ("production", "staging", "development", "duplicate")
+SUBSCRIPTION_STATES = ("in_progress", "draft", "paused", "closed")
+BOX_STATES = ("active", "revoked")
+IOT_BOX_PRODUCT = "iot_box"
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite (naive) and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use aware UTC datetimes")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: object
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Database(Base):
+    """A customer's ERP database, known to the vendor by its UUID."""
+
+    __tablename__ = "databases"
+    uuid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    kind: Mapped[str] = mapped_column(String(16), default="production")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Subscription(Base):
+    """A contract of a database; its ``code`` is the secret a box presents."""
+
+    __tablename__ = "subscriptions"
+    code: Mapped[str] = mapped_column(String(128), primary_key=True)
+    database_uuid: Mapped[str] = mapped_column(ForeignKey("databases.uuid"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="in_progress")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SubscriptionLine(Base):
+    """A product line of a subscription; the IoT box lines' quantities are the box quota."""
+
+    __tablename__ = "subscription_lines"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subscription_code: Mapped[str] = mapped_column(
+        ForeignKey("subscriptions.code", ondelete="CASCADE"), index=True
+    )
+    product: Mapped[str] = mapped_column(String(32), default=IOT_BOX_PRODUCT)
+    quantity: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class Box(Base):
+    """A device, known by its ``box_id`` (derived from its device key) and bound to one scope."""
+
+    __tablename__ = "boxes"
+    box_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    device_key_der: Mapped[bytes] = mapped_column(LargeBinary)
+    scope: Mapped[str] = mapped_column(String(16), unique=True)
+    database_uuid: Mapped[str] = mapped_column(ForeignKey("databases.uuid"), index=True)
+    subscription_code: Mapped[str] = mapped_column(ForeignKey("subscriptions.code"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    last_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Certificate(Base):
+    """A certificate issued for a scope; kept so that a repeated request can reuse it."""
+
+    __tablename__ = "certificates"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    box_id: Mapped[str] = mapped_column(ForeignKey("boxes.box_id", ondelete="CASCADE"))
+    scope: Mapped[str] = mapped_column(String(16))
+    key_fingerprint: Mapped[str] = mapped_column(String(64))
+    serial: Mapped[str] = mapped_column(String(48))
+    issuer: Mapped[str] = mapped_column(String(16))
+    not_before: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    not_after: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    x509_pem: Mapped[str] = mapped_column(Text)
+    chain_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_certificates_scope_key", "scope", "key_fingerprint"),)
+
+
+class SeenNonce(Base):
+    """Nonces of verified requests, kept past the ``iat`` window so that a replay is refused."""
+
+    __tablename__ = "seen_nonces"
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class AuthorityRecord(Base):
+    """The embedded CA; its private keys are encrypted with the cloud's secret key."""
+
+    __tablename__ = "certificate_authorities"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    zone: Mapped[str] = mapped_column(String(253))
+    root_pem: Mapped[str] = mapped_column(Text)
+    intermediate_pem: Mapped[str] = mapped_column(Text)
+    root_key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    intermediate_key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IssuanceLease(Base):
+    """Who is issuing for a scope right now, across every cloud replica (expires by itself)."""
+
+    __tablename__ = "issuance_leases"
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class AuditEntry(Base):
+    """One line per x509 request that got past parsing: issued, reused, refused or rejected."""
+
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    box_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    database_uuid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    source: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -1,0 +1,109 @@
+"""Real servers for tests: started as the real command line on free loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from tests.realparts import POSTGRES_URL, require
+
+ZONE = "iot.test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def fresh_store_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """An empty store on ``backend``: a SQLite file, or a new PostgreSQL database dropped after."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    require(bool(POSTGRES_URL), "LANLOCK_TEST_POSTGRES_URL is not set (no PostgreSQL server)")
+    name = f"lanlock_t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@dataclass
+class RunningCloud:
+    url: str
+    store_url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+    zone: str = ZONE
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def lanlock_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lanlock", *args]
+
+
+def start_cloud(
+    store_url: str, data_dir: Path, *extra: str, port: int | None = None
+) -> RunningCloud:
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / f"cloud-{port}.log"
+    env = {**os.environ, "LANLOCK_SECRET_KEY": "test-secret-key-0123456789abcdef"}
+    process = subprocess.Popen(
+        lanlock_command(
+            "cloud",
+            "serve",
+            "--store",
+            store_url,
+            "--data",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--zone",
+            ZONE,
+            *extra,
+        ),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    cloud = RunningCloud(f"http://127.0.0.1:{port}", store_url, data_dir, process, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the cloud exited at start:\n{log.read_text()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(cloud.url + "/healthz", timeout=1).status_code == 200:
+                return cloud
+        time.sleep(0.1)
+    cloud.stop()
+    raise RuntimeError(f"the cloud did not answer within 60 s:\n{log.read_text()}")
