@@ -7,8 +7,11 @@ from typing import Any
 import click
 
 from lanlock import __version__
+from lanlock.box.cli import box
+from lanlock.box.identity import IdentityError
 from lanlock.cloud.cli import OPERATOR_ERRORS, STORE_ERRORS, cloud
 from lanlock.config import default_map, load_file
+from lanlock.demo import demo
 
 
 class LanlockGroup(click.Group):
@@ -17,7 +20,7 @@ class LanlockGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except OPERATOR_ERRORS as exc:
+        except (*OPERATOR_ERRORS, IdentityError) as exc:
             raise click.ClickException(str(exc)) from None
         except STORE_ERRORS as exc:
             first_line = (
@@ -45,3 +48,5 @@ def main(ctx: click.Context, config: str | None) -> None:
 
 
 main.add_command(cloud)
+main.add_command(box)
+main.add_command(demo)

@@ -1,0 +1,112 @@
+"""Concurrency rules across two cloud processes sharing one store (DESIGN §4, §9).
+
+The rules must hold on PostgreSQL across processes, not only inside one; SQLite is run too,
+because a small vendor may run two processes on one file.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from lanlock.box.cloud_client import read_answer, signed_body
+from lanlock.store import Store
+from lanlock.store.models import AuditEntry, Box, Certificate
+from tests.boxes import Customer, TestBox
+from tests.servers import RunningCloud, fresh_store_url, start_cloud
+
+
+@pytest.fixture(params=["sqlite", "postgres"], scope="module")
+def two_clouds(request, tmp_path_factory) -> Iterator[tuple[RunningCloud, RunningCloud]]:
+    tmp: Path = tmp_path_factory.mktemp(f"two-{request.param}")
+    with fresh_store_url(request.param, tmp) as url:
+        first = start_cloud(url, tmp / "one")
+        second = start_cloud(url, tmp / "two")
+        try:
+            yield first, second
+        finally:
+            first.stop()
+            second.stop()
+
+
+def fire_at_once(requests: list[tuple[str, bytes]]) -> list[httpx.Response]:
+    """Send every (url, body) from its own thread, released together by a barrier."""
+    barrier = threading.Barrier(len(requests))
+    responses: list[httpx.Response | BaseException] = [None] * len(requests)  # type: ignore[list-item]
+
+    def send(index: int, url: str, body: bytes) -> None:
+        with httpx.Client(timeout=60) as client:
+            barrier.wait()
+            try:
+                responses[index] = client.post(
+                    url + "/iot/x509",
+                    content=body,
+                    headers={"Content-Type": "application/jose+json"},
+                )
+            except httpx.HTTPError as exc:
+                responses[index] = exc
+
+    threads = [
+        threading.Thread(target=send, args=(i, url, body)) for i, (url, body) in enumerate(requests)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    failures = [r for r in responses if not isinstance(r, httpx.Response)]
+    assert not failures, failures
+    return responses  # type: ignore[return-value]
+
+
+def test_fifty_simultaneous_first_requests_of_one_box_issue_once(two_clouds):
+    first, second = two_clouds
+    store = Store(first.store_url, pool_size=2)
+    customer = Customer.create(store)
+    box = TestBox(first.url)
+    bodies = [signed_body(box.device_key, box.payload(customer)) for _ in range(50)]
+    responses = fire_at_once([((first, second)[i % 2].url, body) for i, body in enumerate(bodies)])
+
+    answers = [read_answer(r) for r in responses]
+    assert all(a.status == 200 and a.result for a in answers), {a.status for a in answers}
+    assert len({a.result["x509_pem"] for a in answers}) == 1
+    with store.transaction() as session:
+        assert (
+            session.scalar(
+                select(func.count())
+                .select_from(Certificate)
+                .where(Certificate.box_id == box.box_id)
+            )
+            == 1
+        )
+        outcomes = session.scalars(
+            select(AuditEntry.outcome).where(AuditEntry.box_id == box.box_id)
+        ).all()
+    assert sorted(outcomes) == ["issued"] + ["reused"] * 49
+    store.dispose()
+
+
+def test_twenty_new_boxes_racing_for_five_slots_register_exactly_five(two_clouds):
+    first, second = two_clouds
+    store = Store(first.store_url, pool_size=2)
+    customer = Customer.create(store, iot_boxes=5)
+    boxes = [TestBox(first.url) for _ in range(20)]
+    bodies = [signed_body(b.device_key, b.payload(customer)) for b in boxes]
+    responses = fire_at_once([((first, second)[i % 2].url, body) for i, body in enumerate(bodies)])
+
+    answers = [read_answer(r) for r in responses]
+    granted = [a for a in answers if a.result]
+    refused = [a for a in answers if a.refusal_code]
+    assert len(granted) == 5
+    assert len(refused) == 15
+    assert {a.refusal_code for a in refused} == {"box_quota_exceeded"}
+    with store.transaction() as session:
+        registered = session.scalar(
+            select(func.count()).select_from(Box).where(Box.subscription_code == customer.code)
+        )
+    assert registered == 5
+    store.dispose()
