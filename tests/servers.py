@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -72,7 +73,12 @@ def lanlock_command(*args: str) -> list[str]:
 
 
 def start_cloud(
-    store_url: str, data_dir: Path, *extra: str, port: int | None = None
+    store_url: str,
+    data_dir: Path,
+    *extra: str,
+    port: int | None = None,
+    health_url: str | None = None,
+    health_verify: ssl.SSLContext | bool = True,
 ) -> RunningCloud:
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +108,10 @@ def start_cloud(
         if process.poll() is not None:
             raise RuntimeError(f"the cloud exited at start:\n{log.read_text()}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(cloud.url + "/healthz", timeout=1).status_code == 200:
+            health = httpx.get(
+                health_url or cloud.url + "/healthz", timeout=1, verify=health_verify
+            )
+            if health.status_code == 200:
                 return cloud
         time.sleep(0.1)
     cloud.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 
 import click
@@ -61,7 +62,8 @@ def request(
     tls_key = pki.new_private_key()
     payload = x509_payload(device_key, db_uuid, code, pki.csr_pem(pki.build_csr(tls_key)), address)
     try:
-        with httpx.Client(verify=cloud_ca or True, timeout=30) as client:
+        verify = ssl.create_default_context(cafile=cloud_ca) if cloud_ca else True
+        with httpx.Client(verify=verify, timeout=30) as client:
             answer = post_x509(client, cloud_url, device_key, payload)
     except httpx.HTTPError as exc:
         _fail(errors.LOAD_REQUEST_EXCEPTION, None, f"{type(exc).__name__}: {exc}", as_json)

@@ -1,0 +1,146 @@
+"""The cloud under failure and behind TLS: it answers with a status, it never crashes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from lanlock import pki
+from lanlock.store import Store
+from tests.boxes import Customer, TestBox
+from tests.realparts import POSTGRES_URL
+from tests.servers import fresh_store_url, free_port, lanlock_command, start_cloud
+
+
+def test_store_gone_gives_503_with_retry_after_and_the_cloud_survives(tmp_path):
+    with fresh_store_url("postgres", tmp_path) as url:
+        cloud = start_cloud(url, tmp_path / "data")
+        try:
+            store = Store(url, pool_size=1)
+            customer = Customer.create(store)
+            store.dispose()
+            box = TestBox(cloud.url)
+            assert box.ask(customer).result
+            drop_database(url)
+            for _ in range(3):
+                response = box.post_body(box_body(box, customer))
+                assert response.status_code == 503
+                assert int(response.headers["Retry-After"]) > 0
+                assert "store" in response.json()["detail"]
+            health = httpx.get(cloud.url + "/healthz")
+            assert health.status_code == 503
+            assert cloud.process.poll() is None
+            assert "Traceback" not in cloud.log.read_text()
+        finally:
+            cloud.stop()
+
+
+def box_body(box: TestBox, customer: Customer) -> bytes:
+    from lanlock.box.cloud_client import signed_body
+
+    return signed_body(box.device_key, box.payload(customer))
+
+
+def drop_database(url: str) -> None:
+    name = make_url(url).database
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_cloud_over_tls_is_verified_by_the_box(tmp_path):
+    tls_ca = pki.CertificateAuthority.create("localhost", organization="test TLS")
+    key = pki.new_private_key()
+    leaf = tls_ca.issue(key.public_key(), ["localhost"])
+    (tmp_path / "cloud.pem").write_text(pki.to_pem(leaf) + tls_ca.chain_pem)
+    (tmp_path / "cloud.key").write_bytes(pki.private_key_pem(key))
+    (tmp_path / "ca.pem").write_text(tls_ca.root_pem)
+    with fresh_store_url("sqlite", tmp_path) as url:
+        port = free_port()
+        cloud = start_cloud(
+            url,
+            tmp_path / "data",
+            "--tls-cert",
+            str(tmp_path / "cloud.pem"),
+            "--tls-key",
+            str(tmp_path / "cloud.key"),
+            port=port,
+            health_url=f"https://localhost:{port}/healthz",
+            health_verify=str(tmp_path / "ca.pem"),
+        )
+        try:
+            store = Store(url, pool_size=1)
+            customer = Customer.create(store)
+            store.dispose()
+            ask = lanlock_command(
+                "box",
+                "request",
+                "--data",
+                str(tmp_path / "box"),
+                "--cloud",
+                f"https://localhost:{port}",
+                "--db-uuid",
+                customer.db_uuid,
+                "--code",
+                customer.code,
+                "--json",
+            )
+            trusted = run(ask + ["--cloud-ca", str(tmp_path / "ca.pem")])
+            assert trusted.returncode == 0, trusted.stderr
+            assert json.loads(trusted.stdout)["state"] == "valid"
+            untrusted = run(ask)
+            assert untrusted.returncode == 1
+            shown = json.loads(untrusted.stdout)
+            assert shown["code"] == "ERR_IOT_HTTPS_LOAD_REQUEST_EXCEPTION"
+            assert "CERTIFICATE_VERIFY_FAILED" in shown["detail"]
+        finally:
+            cloud.stop()
+
+
+def test_box_refuses_plain_http_to_a_cloud_off_loopback(tmp_path):
+    result = run(
+        lanlock_command(
+            "box",
+            "request",
+            "--data",
+            str(tmp_path),
+            "--cloud",
+            "http://192.0.2.1:8700",
+            "--db-uuid",
+            "u",
+            "--code",
+            "c",
+        )
+    )
+    assert result.returncode == 2
+    assert "https://" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_closed_port_gives_request_exception(tmp_path):
+    result = run(
+        lanlock_command(
+            "box",
+            "request",
+            "--data",
+            str(tmp_path),
+            "--cloud",
+            f"http://127.0.0.1:{free_port()}",
+            "--db-uuid",
+            "u",
+            "--code",
+            "c",
+            "--json",
+        )
+    )
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["code"] == "ERR_IOT_HTTPS_LOAD_REQUEST_EXCEPTION"
+
+
+def run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
