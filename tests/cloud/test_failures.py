@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 
 import httpx
@@ -13,7 +14,7 @@ from lanlock import pki
 from lanlock.store import Store
 from tests.boxes import Customer, TestBox
 from tests.realparts import POSTGRES_URL
-from tests.servers import fresh_store_url, free_port, lanlock_command, start_cloud
+from tests.servers import free_port, fresh_store_url, lanlock_command, start_cloud
 
 
 def test_store_gone_gives_503_with_retry_after_and_the_cloud_survives(tmp_path):
@@ -71,7 +72,7 @@ def test_cloud_over_tls_is_verified_by_the_box(tmp_path):
             str(tmp_path / "cloud.key"),
             port=port,
             health_url=f"https://localhost:{port}/healthz",
-            health_verify=str(tmp_path / "ca.pem"),
+            health_verify=ssl.create_default_context(cafile=str(tmp_path / "ca.pem")),
         )
         try:
             store = Store(url, pool_size=1)
@@ -90,7 +91,7 @@ def test_cloud_over_tls_is_verified_by_the_box(tmp_path):
                 customer.code,
                 "--json",
             )
-            trusted = run(ask + ["--cloud-ca", str(tmp_path / "ca.pem")])
+            trusted = run([*ask, "--cloud-ca", str(tmp_path / "ca.pem")])
             assert trusted.returncode == 0, trusted.stderr
             assert json.loads(trusted.stdout)["state"] == "valid"
             untrusted = run(ask)
