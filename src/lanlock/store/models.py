@@ -163,3 +163,18 @@ class AuditEntry(Base):
     database_uuid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     source: Mapped[str | None] = mapped_column(String(64), nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ChallengeRecord(Base):
+    """A DNS-01 TXT value the cloud publishes at ``_acme-challenge.<scope>.<zone>`` (DESIGN §7).
+
+    Several values may share one name (a wildcard and its base name); the DNS server answers all
+    of them, read from here so that every replica answers the same.
+    """
+
+    __tablename__ = "acme_challenges"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(253), index=True)  # lower case, no trailing dot
+    value: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
