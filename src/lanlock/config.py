@@ -46,6 +46,8 @@ def load_file(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
         raise ConfigError(
             f"settings file {path} does not exist; create it or drop --config"
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"settings file {path} is not UTF-8 text; save it as UTF-8") from exc
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"settings file {path} cannot be read: {exc}") from exc
     unknown = sorted(set(data) - set(ROLES))

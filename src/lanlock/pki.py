@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -146,6 +146,10 @@ def parse_csr(pem: str) -> x509.CertificateSigningRequest:
         csr = x509.load_pem_x509_csr(pem.encode("utf-8", "surrogateescape"))
         public_key = csr.public_key()
         signature_ok = csr.is_signature_valid
+    except UnsupportedAlgorithm as exc:
+        raise InvalidCSR(
+            "the CSR's key type or curve is not supported; use EC P-256, EC P-384 or RSA >= 2048"
+        ) from exc
     except (ValueError, TypeError, UnicodeError, InvalidSignature) as exc:
         raise InvalidCSR("the CSR is not a PEM certificate request that can be parsed") from exc
     if not signature_ok:

@@ -15,6 +15,7 @@ from lanlock.cloud.secret import SecretKeyError
 from lanlock.cloud.server import DEFAULT_PORT, DEFAULT_ZONE, CloudSettings, open_store
 from lanlock.config import default_data_dir, option
 from lanlock.names import InvalidName
+from lanlock.store import StoreConfigError
 
 
 def store_options(command: Any) -> Any:
@@ -239,5 +240,5 @@ def _store(data: Path | None, store: str | None) -> Any:
 
 
 # Errors an operator can fix, turned into one clear line instead of a traceback.
-OPERATOR_ERRORS = (admin.AdminError, SecretKeyError, AuthorityError, InvalidName)
+OPERATOR_ERRORS = (admin.AdminError, SecretKeyError, AuthorityError, InvalidName, StoreConfigError)
 STORE_ERRORS = (SQLAlchemyError,)

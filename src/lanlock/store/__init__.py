@@ -18,6 +18,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 from lanlock.store.models import Base
@@ -27,17 +28,20 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 MIGRATION_LOCK_ID = 0x1A771_0C4
 
 
-class StoreUnavailable(RuntimeError):
-    """The store cannot be reached or used right now (callers answer 503 and retry later)."""
+class StoreConfigError(ValueError):
+    """A store URL that cannot work as given; the message names the problem and the fix."""
+
+
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 
 
 class Store:
     """An engine and a session factory for one store URL."""
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
-        self.url = make_url(url)
-        self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.engine = _make_engine(url, pool_size)
+        self.url = self.engine.url
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._migrated = threading.Event()
 
@@ -74,13 +78,30 @@ def alembic_config() -> Config:
 
 
 def _make_engine(url: str, pool_size: int) -> Engine:
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreConfigError(
+            f"{url!r} is not a store URL; give --store (or LANLOCK_STORE) as sqlite:///PATH or "
+            "postgresql+psycopg://USER@HOST/DB"
+        ) from exc
+    if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise StoreConfigError(
+            f"stores are SQLite or PostgreSQL, not {parsed.get_backend_name()}: give --store "
+            "(or LANLOCK_STORE) as sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+        )
     if parsed.get_backend_name() != "sqlite":
         return create_engine(
             url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=10
         )
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(parsed.database).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreConfigError(
+                f"cannot make the store's folder {folder}: {exc.strerror}; choose another --store"
+            ) from exc
     engine = create_engine(
         url,
         connect_args={"timeout": 30, "check_same_thread": False},
@@ -107,4 +128,4 @@ def _sqlite_begin_immediate(connection: object) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")  # type: ignore[attr-defined]
 
 
-__all__ = ["Base", "Store", "StoreUnavailable", "alembic_config"]
+__all__ = ["Base", "Store", "StoreConfigError", "alembic_config"]
