@@ -9,6 +9,7 @@ import click
 from lanlock import __version__
 from lanlock.box.cli import box
 from lanlock.box.identity import IdentityError
+from lanlock.box.settings import BoxConfigError
 from lanlock.cloud.cli import OPERATOR_ERRORS, STORE_ERRORS, cloud
 from lanlock.config import default_map, load_file
 from lanlock.demo import demo
@@ -20,7 +21,7 @@ class LanlockGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (*OPERATOR_ERRORS, IdentityError) as exc:
+        except (*OPERATOR_ERRORS, IdentityError, BoxConfigError) as exc:
             raise click.ClickException(str(exc)) from None
         except STORE_ERRORS as exc:
             first_line = (

@@ -10,9 +10,22 @@ import click
 import httpx
 
 from lanlock import errors, names, pki
+from lanlock.box import password as passwords
 from lanlock.box.cloud_client import post_x509, x509_payload
 from lanlock.box.identity import load_or_create_device_key
+from lanlock.box.settings import load_config, save_config
 from lanlock.config import default_data_dir, option
+
+DATA_OPTION = option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="the box's data folder [default: the user's data folder]/lanlock/box",
+)
+
+
+def data_dir(data: Path | None) -> Path:
+    return data or default_data_dir("box")
 
 
 @click.group()
@@ -21,12 +34,7 @@ def box() -> None:
 
 
 @box.command()
-@option(
-    "--data",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="the box's data folder (device key)",
-)
+@DATA_OPTION
 @option(
     "--cloud",
     "cloud_url",
@@ -58,7 +66,7 @@ def request(
     A diagnostic: the TLS key is made for this request and thrown away.
     """
     _check_cloud_url(cloud_url)
-    device_key = load_or_create_device_key(data or default_data_dir("box"))
+    device_key = load_or_create_device_key(data_dir(data))
     tls_key = pki.new_private_key()
     payload = x509_payload(device_key, db_uuid, code, pki.csr_pem(pki.build_csr(tls_key)), address)
     try:
@@ -123,3 +131,132 @@ def _fail(code: str, reason: str | None, detail: str | None, as_json: bool) -> N
         if detail and not (reason and detail == errors.refusal(reason).meaning):
             click.echo(f"\nThe cloud said: {detail}", err=True)
     raise SystemExit(1)
+
+
+@box.command()
+@DATA_OPTION
+@option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@option("--http-port", type=click.IntRange(1, 65535), default=8900, show_default=True)
+@option("--https-port", type=click.IntRange(1, 65535), default=8943, show_default=True)
+@option("--address", default=None, help="the box's LAN address [default: detected]")
+@option("--cloud", "cloud_url", default=None, help="the cloud's URL [default: from pairing]")
+@option(
+    "--cloud-ca",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="CA bundle that signs the cloud's TLS certificate [default: system store]",
+)
+@option(
+    "--retry-first",
+    type=click.FloatRange(0.1),
+    default=30.0,
+    show_default=True,
+    help="seconds before the first retry after a failed load (then doubling)",
+)
+@option(
+    "--retry-cap",
+    type=click.FloatRange(1),
+    default=3600.0,
+    show_default=True,
+    help="the longest wait between retries, in seconds",
+)
+def run(data: Path | None, cloud_url: str | None, address: str | None, **kw: object) -> None:
+    """Run the agent: certificate lifecycle, homepage on HTTP and HTTPS."""
+    from lanlock.box.agent import BoxSettings, run_agent
+
+    if cloud_url:
+        _check_cloud_url(cloud_url)
+    if address:
+        names.address_to_label(address)  # a clear error now rather than a bad name later
+    run_agent(BoxSettings(data_dir=data_dir(data), cloud_url=cloud_url, address=address, **kw))  # type: ignore[arg-type]
+
+
+@box.command()
+@DATA_OPTION
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def status(data: Path | None, as_json: bool) -> None:
+    """The certificate state: URL and validity, or the error code and what to do."""
+    from lanlock.box.agent import STATE_FILE
+
+    path = data_dir(data) / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        state = {
+            "state": "unknown",
+            "code": None,
+            "reason": None,
+            "url": None,
+            "not_after": None,
+            "message": "the agent has not run yet: `lanlock box run`",
+        }
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read {path}: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(state, indent=2))
+    else:
+        click.echo(_status_text(state))
+    raise SystemExit(0 if state.get("state") == "valid" and not state.get("code") else 1)
+
+
+def _status_text(state: dict[str, object]) -> str:
+    lines = [f"state: {state.get('state')} (checked {state.get('checked_at', 'never')})"]
+    if state.get("url"):
+        lines.append(f"HTTPS URL: {state['url']}")
+    if state.get("not_after"):
+        lines.append(f"valid until: {state['not_after']}")
+    if state.get("code"):
+        lines.append("")
+        lines.append(errors.render_text(str(state["code"]), state.get("reason")))  # type: ignore[arg-type]
+    if state.get("message"):
+        lines.append(f"detail: {state['message']}")
+    return "\n".join(lines)
+
+
+@box.command()
+@DATA_OPTION
+@click.option("--db-uuid", default=None, help="the database UUID")
+@click.option("--code", default=None, help="the subscription (contract) code")
+@click.option(
+    "--console", "console_url", default=None, help="the console's URL (for set-ups without pairing)"
+)
+@click.option("--clear", is_flag=True, help="forget the credentials")
+def credentials(
+    data: Path | None, db_uuid: str | None, code: str | None, console_url: str | None, clear: bool
+) -> None:
+    """Set (or clear) the database UUID and subscription code; a running agent checks at once."""
+    folder = data_dir(data)
+    config = load_config(folder)
+    if clear:
+        config.db_uuid = config.enterprise_code = None
+    if db_uuid is not None:
+        config.db_uuid = db_uuid.strip() or None
+    if code is not None:
+        config.enterprise_code = code.strip() or None
+    if console_url is not None:
+        config.console_url = console_url.strip() or None
+    save_config(folder, config)
+    click.echo(
+        f"database {config.db_uuid or '(none)'}, code "
+        f"{_masked(config.enterprise_code)}, console {config.console_url or '(none)'}"
+    )
+
+
+def _masked(code: str | None) -> str:
+    return "(none)" if not code else "•" * 6 + code[-4:] if len(code) > 8 else "•" * 6
+
+
+@box.command()
+@DATA_OPTION
+@click.option("--reset", is_flag=True, help="make a new password (the old one stops working)")
+def password(data: Path | None, reset: bool) -> None:
+    """Show the box's admin password (or make a new one)."""
+    folder = data_dir(data)
+    config = load_config(folder)
+    current = passwords.read_password_file(folder)
+    if reset or not current or not config.password_hash:
+        current = passwords.new_password()
+        passwords.write_password_file(folder, current)
+        config.password_hash = passwords.hash_password(current)
+        save_config(folder, config)
+    click.echo(current)

@@ -1,0 +1,270 @@
+"""The box agent: identity, certificate lifecycle, the HTTP and HTTPS listeners, maintenance.
+
+One process, one asyncio loop: two uvicorn servers (HTTP and HTTPS) share one app, and a
+maintenance task runs ``check()`` when it is due, notices new settings, and puts a raised log
+level back after its time. Blocking work (the cloud request, file writes) runs in threads.
+Nothing here needs a POSIX-only call: the same agent runs on Linux and Windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+
+from lanlock import pki
+from lanlock.box import logs, password
+from lanlock.box.identity import load_or_create_device_key
+from lanlock.box.lifecycle import Backoff, BoxState, CertificateManager, Environment
+from lanlock.box.settings import BoxConfig, load_config, save_config
+from lanlock.box.tls_server import CertificateSwitch
+from lanlock.box.tls_store import CertificateUnreadable, Pair, PairDamaged, TLSStore
+from lanlock.fileio import write_atomic
+
+log = logging.getLogger("lanlock.box.agent")
+
+STATE_FILE = "state.json"
+DEFAULT_CLOUD = "http://127.0.0.1:8700"
+MAINTENANCE_TICK = 0.5
+
+
+@dataclass
+class BoxSettings:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8900
+    https_port: int = 8943
+    address: str | None = None
+    cloud_url: str | None = None
+    cloud_ca: str | None = None
+    retry_first: float = 30.0
+    retry_cap: float = 3600.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def detect_lan_address() -> str:
+    """The address of the interface that carries the default route.
+
+    Connecting a UDP socket sends nothing; it only asks the OS which source address it would
+    use for the destination, which is the default route's interface for any public address.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: never actually reached
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+class Agent:
+    def __init__(self, settings: BoxSettings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file = logs.setup(self.data_dir)
+        self.device_key = load_or_create_device_key(self.data_dir)
+        self.box_id = pki.box_id_for(self.device_key.public_key())
+        self.config = load_config(self.data_dir)
+        self._config_lock = threading.Lock()
+        self._ensure_password()
+        logs.apply_level(self.config)
+        self.address = settings.address or detect_lan_address()
+        self.tls = TLSStore(self.data_dir / "tls")
+        self.switch = CertificateSwitch(self._startup_pair())
+        self.manager = CertificateManager(
+            Environment(
+                data_dir=self.data_dir,
+                address=self.address,
+                https_port=settings.https_port,
+                cloud_url=self.cloud_url,
+                cloud_verify=self._cloud_verify(),
+                device_key=self.device_key,
+            ),
+            load_config=self.read_config,
+            save_config=self.write_config,
+            on_install=self.switch.switch,
+            backoff=Backoff(settings.retry_first, settings.retry_cap),
+        )
+        self.restart_requested = False
+        self._config_mtime = self._settings_mtime()
+        self._servers: list[uvicorn.Server] = []
+
+    # --- settings ----------------------------------------------------------------------------
+
+    @property
+    def cloud_url(self) -> str:
+        return self.settings.cloud_url or self.config.cloud_url or DEFAULT_CLOUD
+
+    def _cloud_verify(self) -> ssl.SSLContext | bool:
+        ca = self.settings.cloud_ca or self.config.cloud_ca
+        return ssl.create_default_context(cafile=ca) if ca else True
+
+    def read_config(self) -> BoxConfig:
+        with self._config_lock:
+            self.config = load_config(self.data_dir)
+            return self.config
+
+    def write_config(self, config: BoxConfig) -> None:
+        with self._config_lock:
+            save_config(self.data_dir, config)
+            self.config = config
+            self._config_mtime = self._settings_mtime()
+
+    def _settings_mtime(self) -> float:
+        try:
+            return (self.data_dir / "config.toml").stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    def _ensure_password(self) -> None:
+        if self.config.password_hash:
+            return
+        secret = password.read_password_file(self.data_dir) or password.new_password()
+        password.write_password_file(self.data_dir, secret)
+        self.config.password_hash = password.hash_password(secret)
+        self.write_config(self.config)
+        log.info("admin password made; `lanlock box password` shows it")
+
+    # --- certificates ------------------------------------------------------------------------
+
+    def _startup_pair(self) -> Pair:
+        """The pair to serve at once: the current one, or a fresh temporary self-signed one."""
+        try:
+            pair = self.tls.current()
+        except CertificateUnreadable as exc:
+            log.error("the current certificate cannot be read (%s); serving a temporary one", exc)
+            return self.tls.fallback(self._temporary_certificate)
+        except PairDamaged as exc:
+            log.warning("the current certificate is damaged (%s); making a temporary one", exc)
+            pair = None
+        if pair is None:
+            key = pki.new_private_key()
+            pair = self.tls.install(self._temporary_certificate(key), key, temporary=True)
+        return pair
+
+    def _temporary_certificate(self, key: pki.PrivateKey) -> str:
+        # The box's own key and a name that cannot collide with anything real (.invalid).
+        cert = pki.self_signed_certificate(key, [f"{self.box_id}.lanlock.invalid"])
+        return pki.to_pem(cert)
+
+    def check(self, force_new: bool = False) -> BoxState:
+        state = self.manager.check(force_new)
+        self._publish(state)
+        return state
+
+    def check_if_stale(self) -> BoxState:
+        before = self.manager.state
+        state = self.manager.check_if_stale()
+        if state is not before:
+            self._publish(state)
+        return state
+
+    def _publish(self, state: BoxState) -> None:
+        status = state.as_dict() | {
+            "box_id": self.box_id,
+            "address": self.address,
+            "name": self.config.name,
+            "pid_started_at": self.started_at,
+        }
+        write_atomic(self.data_dir / STATE_FILE, json.dumps(status, indent=2).encode())
+
+    # --- running -----------------------------------------------------------------------------
+
+    started_at = time.time()
+
+    def build_servers(self) -> list[uvicorn.Server]:
+        from lanlock.box.web import create_app
+
+        app = create_app(self)
+        common = {
+            "log_level": "warning",
+            "access_log": False,
+            "server_header": False,
+            "timeout_graceful_shutdown": 5,
+            "lifespan": "off",
+        }
+        http = uvicorn.Config(app, host=self.settings.host, port=self.settings.http_port, **common)
+        https = uvicorn.Config(
+            app, host=self.settings.host, port=self.settings.https_port, **common
+        )
+        https.load()
+        https.ssl = self.switch.listener_context  # ours, with the SNI switch, not uvicorn's own
+        return [_Listener(http), _Listener(https)]
+
+    async def serve(self) -> None:
+        self._servers = self.build_servers()
+        maintenance = asyncio.create_task(self._maintain())
+        try:
+            await asyncio.gather(*(server.serve() for server in self._servers))
+        finally:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
+
+    def stop(self, restart: bool = False) -> None:
+        self.restart_requested = restart
+        for server in self._servers:
+            server.should_exit = True
+
+    async def _maintain(self) -> None:
+        """Check when due, after new settings, and restore the log level when its time is up."""
+        await asyncio.to_thread(self.check)
+        while True:
+            await asyncio.sleep(MAINTENANCE_TICK)
+            settings_changed = self._settings_mtime() != self._config_mtime
+            if settings_changed:
+                self._config_mtime = self._settings_mtime()
+                config = await asyncio.to_thread(self.read_config)
+                logs.apply_level(config)
+            if settings_changed or time.monotonic() >= self.manager.next_check_at:
+                await asyncio.to_thread(self.check)
+            if logs.level_expired(self.config):
+                await asyncio.to_thread(self.reset_log_level)
+
+    def reset_log_level(self) -> None:
+        config = self.read_config()
+        config.log_level = config.log_level_until = None
+        self.write_config(config)
+        logs.apply_level(config)
+        log.warning("log level back to the default after its time")
+
+
+class _Listener(uvicorn.Server):
+    """A uvicorn server that leaves signals to the agent (two servers share one process)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def run_agent(settings: BoxSettings) -> None:
+    """Run until SIGINT/SIGTERM; a restart asked from the homepage starts the agent afresh."""
+    while True:
+        agent = Agent(settings)
+        handlers = _install_stop_handlers(agent)
+        try:
+            asyncio.run(agent.serve())
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        if not agent.restart_requested:
+            return
+        log.warning("restarting the agent")
+
+
+def _install_stop_handlers(agent: Agent) -> dict[int, object]:
+    def stop(_sig: int, _frame: object) -> None:
+        agent.stop()
+
+    return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -1,0 +1,307 @@
+"""The certificate lifecycle (DESIGN §5): ``check()``, its states, and when to check next.
+
+``check()`` answers one question — is the box serving a valid certificate of its own, and if not,
+why not — with a ``BoxState`` that the homepage, the CLI and the console all show. Each of the six
+error codes comes from exactly one condition, in the order of DESIGN §5.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from lanlock import errors, names, pki
+from lanlock.box.cloud_client import CloudAnswer, post_x509, x509_payload
+from lanlock.box.settings import BoxConfig
+from lanlock.box.tls_store import CertificateUnreadable, Pair, PairDamaged, TLSStore
+
+log = logging.getLogger("lanlock.box.lifecycle")
+
+RENEW_FRACTION = 2 / 3  # renew when two thirds of the lifetime have passed ...
+RENEW_MARGIN = dt.timedelta(days=10)  # ... or when ten days remain, whichever comes first
+HOMEPAGE_CHECK_INTERVAL = 10.0  # seconds: opening the homepage checks at most this often
+REQUEST_TIMEOUT = 20.0
+
+
+@dataclass
+class BoxState:
+    """What the box shows: ``state`` is valid | temporary | error | checking."""
+
+    state: str
+    code: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    url: str | None = None
+    not_after: str | None = None
+    not_before: str | None = None
+    issuer: str | None = None
+    checked_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Backoff:
+    """Exponential back-off with jitter, capped: a failing cloud is retried, not hammered."""
+
+    first: float = 30.0
+    cap: float = 3600.0
+    failures: int = 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        delay = min(self.cap, self.first * 2 ** (self.failures - 1))
+        return delay * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class LoadFailed(Exception):
+    def __init__(self, code: str, reason: str | None = None, message: str | None = None) -> None:
+        super().__init__(code)
+        self.code, self.reason, self.message = code, reason, message
+
+
+@dataclass
+class Environment:
+    """What ``check()`` needs from the agent: where things are, and how to reach the cloud."""
+
+    data_dir: Path
+    address: str
+    https_port: int
+    cloud_url: str
+    cloud_verify: Any = True  # an ssl.SSLContext with the configured CA, or True (system store)
+    device_key: Any = None
+
+
+class CertificateManager:
+    def __init__(
+        self,
+        env: Environment,
+        load_config: Callable[[], BoxConfig],
+        save_config: Callable[[BoxConfig], None],
+        on_install: Callable[[Pair], None],
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.env = env
+        self.tls = TLSStore(env.data_dir / "tls")
+        self.load_config = load_config
+        self.save_config = save_config
+        self.on_install = on_install
+        self.backoff = backoff or Backoff()
+        self.state = BoxState("checking")
+        self.next_check_at = time.monotonic()
+        self._lock = threading.Lock()
+        self._last_check = float("-inf")
+
+    # --- when ------------------------------------------------------------------------------
+
+    def check_if_stale(self, interval: float = HOMEPAGE_CHECK_INTERVAL) -> BoxState:
+        """check(), unless one ran less than ``interval`` seconds ago (the homepage's rule)."""
+        if time.monotonic() - self._last_check < interval:
+            return self.state
+        return self.check()
+
+    def check(self, force_new: bool = False) -> BoxState:
+        """Run the lifecycle once; ``force_new`` asks for a new certificate even if valid."""
+        with self._lock:
+            self._last_check = time.monotonic()
+            state, delay = self._check(force_new)
+            self.state = state
+            self.next_check_at = time.monotonic() + delay
+            log.info(
+                "certificate check: %s%s",
+                state.state,
+                f" {state.code}" + (f" ({state.reason})" if state.reason else "")
+                if state.code
+                else f" until {state.not_after}",
+            )
+            return state
+
+    # --- what --------------------------------------------------------------------------------
+
+    def _check(self, force_new: bool) -> tuple[BoxState, float]:
+        config = self.load_config()
+        if not config.console_url:
+            return self._error(errors.CHECK_NO_SERVER, None), 3600.0
+        try:
+            pair = self.tls.current()
+        except CertificateUnreadable as exc:
+            log.error("certificate file unreadable: %s", exc)
+            return self._error(errors.CHECK_CERT_READ_EXCEPTION, None, str(exc)), self._retry()
+        except PairDamaged as exc:
+            log.warning("certificate damaged, fetching a new one: %s", exc)
+            pair = None
+        if pair is not None and not force_new and self._is_fresh(pair, config):
+            self.backoff.reset()
+            return self._valid(pair, config), self._renewal_delay(pair)
+        try:
+            pair = self._load(config)
+        except LoadFailed as failure:
+            return self._failed_load(failure, pair, config), self._retry()
+        self.backoff.reset()
+        return self._valid(pair, self.load_config()), self._renewal_delay(pair)
+
+    def _is_fresh(self, pair: Pair, config: BoxConfig) -> bool:
+        if pair.temporary or not config.scope or not config.zone:
+            return False
+        if not self._names_match(pair.leaf, config.scope, config.zone):
+            return False
+        return pki.utcnow() < self._renewal_time(pair.leaf)
+
+    @staticmethod
+    def _names_match(leaf: x509.Certificate, scope: str, zone: str) -> bool:
+        try:
+            san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return False
+        wanted = set(names.certificate_names(scope, zone))
+        return wanted <= {n.lower() for n in san.get_values_for_type(x509.DNSName)}
+
+    @staticmethod
+    def _renewal_time(leaf: x509.Certificate) -> dt.datetime:
+        start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+        return min(start + (end - start) * RENEW_FRACTION, end - RENEW_MARGIN)
+
+    def _renewal_delay(self, pair: Pair) -> float:
+        seconds = (self._renewal_time(pair.leaf) - pki.utcnow()).total_seconds()
+        return max(60.0, seconds * random.uniform(0.95, 1.0))
+
+    def _retry(self) -> float:
+        return self.backoff.next_delay()
+
+    # --- loading a new certificate ---------------------------------------------------------
+
+    def _load(self, config: BoxConfig) -> Pair:
+        if not config.has_credentials:
+            raise LoadFailed(errors.LOAD_NO_CREDENTIAL)
+        key = self.tls.pending_key()
+        csr_names = (
+            names.certificate_names(config.scope, config.zone)
+            if (config.scope and config.zone)
+            else []
+        )
+        payload = x509_payload(
+            self.env.device_key,
+            config.db_uuid or "",
+            config.enterprise_code or "",
+            pki.csr_pem(pki.build_csr(key, csr_names)),
+            self.env.address,
+        )
+        answer = self._ask_cloud(payload)
+        result = self._accepted_result(answer)
+        leaf = self._checked_certificate(result, key)
+        pair = self.tls.install(result["x509_pem"].strip() + "\n" + result["chain_pem"], key)
+        self.tls.drop_pending_key()
+        config = self.load_config()
+        config.scope, config.zone = result["scope"], result["zone"]
+        self.save_config(config)
+        log.info(
+            "installed certificate serial %x for %s until %s",
+            leaf.serial_number,
+            result["subject_cn"],
+            leaf.not_valid_after_utc.isoformat(),
+        )
+        self.on_install(pair)
+        return pair
+
+    def _ask_cloud(self, payload: dict[str, Any]) -> CloudAnswer:
+        try:
+            with httpx.Client(verify=self.env.cloud_verify, timeout=REQUEST_TIMEOUT) as client:
+                return post_x509(client, self.env.cloud_url, self.env.device_key, payload)
+        except httpx.HTTPError as exc:
+            log.error(
+                "cannot reach the cloud at %s: %s: %s", self.env.cloud_url, type(exc).__name__, exc
+            )
+            raise LoadFailed(
+                errors.LOAD_REQUEST_EXCEPTION, None, f"{type(exc).__name__}: {exc}"
+            ) from None
+
+    @staticmethod
+    def _accepted_result(answer: CloudAnswer) -> dict[str, Any]:
+        if answer.status != 200:
+            log.error("the cloud answered HTTP %s: %s", answer.status, answer.message)
+            raise LoadFailed(errors.status_code(answer.status), None, answer.message)
+        if answer.result is None:
+            log.error("the cloud refused: %s %s", answer.refusal_code, answer.message)
+            raise LoadFailed(errors.LOAD_REQUEST_NO_RESULT, answer.refusal_code, answer.message)
+        result = answer.result
+        fields = ("x509_pem", "chain_pem", "subject_cn", "scope", "zone")
+        if not all(isinstance(result.get(k), str) for k in fields):
+            raise LoadFailed(
+                errors.LOAD_REQUEST_NO_RESULT, None, "the cloud's answer is incomplete"
+            )
+        return result
+
+    def _checked_certificate(self, result: dict[str, Any], key: Any) -> x509.Certificate:
+        """The box's own checks on what the cloud sent (DESIGN §5); LoadFailed when one fails."""
+        try:
+            leaf = pki.certificate_from_pem(result["x509_pem"])
+            chain = pki.certificates_from_pem(result["chain_pem"])
+            names.normalize_zone(result["zone"])
+        except ValueError as exc:
+            raise self._bad_result(f"the certificate does not parse: {exc}") from None
+        if not names.is_scope_label(result["scope"]):
+            raise self._bad_result("the cloud's scope is not a scope label")
+        if leaf.public_key() != key.public_key():
+            raise self._bad_result("the certificate is not for the key of our request")
+        if not self._names_match(leaf, result["scope"], result["zone"]):
+            raise self._bad_result("the certificate does not name *.<scope>.<zone> and <scope>")
+        if leaf.not_valid_after_utc <= pki.utcnow():
+            raise self._bad_result("the certificate has already expired")
+        if not chain:
+            raise self._bad_result("the cloud sent no intermediate certificate")
+        try:
+            leaf.verify_directly_issued_by(chain[0])
+            for child, parent in itertools.pairwise(chain):
+                child.verify_directly_issued_by(parent)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            raise self._bad_result(f"the chain is broken: {exc}") from None
+        return leaf
+
+    @staticmethod
+    def _bad_result(why: str) -> LoadFailed:
+        log.error("refusing the cloud's certificate: %s", why)
+        return LoadFailed(errors.LOAD_REQUEST_NO_RESULT, None, why)
+
+    # --- states ------------------------------------------------------------------------------
+
+    def _valid(self, pair: Pair, config: BoxConfig) -> BoxState:
+        return BoxState(
+            "valid",
+            url=self._url(config),
+            not_after=pair.leaf.not_valid_after_utc.isoformat(),
+            not_before=pair.leaf.not_valid_before_utc.isoformat(),
+            issuer=pair.leaf.issuer.rfc4514_string(),
+        )
+
+    def _failed_load(self, failure: LoadFailed, pair: Pair | None, config: BoxConfig) -> BoxState:
+        """The error, and — while it still is — the older certificate that keeps being served."""
+        state = self._error(failure.code, failure.reason, failure.message)
+        if pair is not None and not pair.temporary and pki.utcnow() < pair.leaf.not_valid_after_utc:
+            kept = self._valid(pair, config)
+            kept.code, kept.reason, kept.message = state.code, state.reason, state.message
+            return kept
+        return state
+
+    def _error(self, code: str, reason: str | None, message: str | None = None) -> BoxState:
+        return BoxState("error", code=code, reason=reason, message=message)
+
+    def _url(self, config: BoxConfig) -> str | None:
+        if not (config.scope and config.zone):
+            return None
+        return names.https_url(self.env.address, config.scope, config.zone, self.env.https_port)

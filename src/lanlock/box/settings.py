@@ -1,0 +1,70 @@
+"""The box's own settings file (``config.toml`` in its data folder), written atomically.
+
+It holds what pairing and the admin give the box: the console, the credentials, the shared
+token, the scope the cloud assigned, the log level. It holds secrets (the subscription code and
+the token), so it is written with mode 0600.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from lanlock.fileio import write_atomic
+
+CONFIG_FILE = "config.toml"
+
+
+class BoxConfigError(RuntimeError):
+    """The settings file exists but cannot be used; the message says what to do."""
+
+
+@dataclass
+class BoxConfig:
+    name: str = ""
+    console_url: str | None = None
+    db_uuid: str | None = None
+    enterprise_code: str | None = None
+    token: str | None = None  # hex of the 32-byte secret shared with the console
+    cloud_url: str | None = None
+    cloud_ca: str | None = None
+    scope: str | None = None
+    zone: str | None = None
+    password_hash: str | None = None
+    log_level: str | None = None  # None: the default level
+    log_level_until: float | None = None  # when a raised level falls back to the default
+    form_secret: str = field(default_factory=lambda: secrets.token_hex(32))
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.db_uuid and self.enterprise_code)
+
+    def forget_console(self) -> None:
+        """Disconnecting (or removal by the console) wipes credentials, token and scope."""
+        self.console_url = self.db_uuid = self.enterprise_code = self.token = None
+
+
+def load_config(data_dir: Path) -> BoxConfig:
+    path = data_dir / CONFIG_FILE
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return BoxConfig()
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise BoxConfigError(
+            f"the box's settings {path} cannot be read ({exc}); restore the file, or delete it "
+            "to start over (the box will then need to be paired again)"
+        ) from exc
+    known = {f.name for f in dataclasses.fields(BoxConfig)}
+    return BoxConfig(**{k: v for k, v in raw.items() if k in known})
+
+
+def save_config(data_dir: Path, config: BoxConfig) -> None:
+    values: dict[str, Any] = {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
+    write_atomic(data_dir / CONFIG_FILE, tomli_w.dumps(values).encode(), mode=0o600)

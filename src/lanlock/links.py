@@ -1,0 +1,40 @@
+"""Short-lived signed links: the console signs, the box verifies (DESIGN §3).
+
+A "Download logs" link is opened by the user's browser directly on the box (the console is
+usually not on the box's LAN; the browser is), so it carries its own proof: an expiry and an
+HMAC-SHA256, keyed with the per-box token the two share, over the path and that expiry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from urllib.parse import urlencode
+
+MAX_LINK_SECONDS = 3600
+
+
+def link_signature(token: bytes, path: str, expires: int) -> str:
+    message = f"{path}\n{expires}".encode()
+    return hmac.new(token, message, hashlib.sha256).hexdigest()
+
+
+def sign_link(token: bytes, path: str, lifetime: int = 300, now: float | None = None) -> str:
+    """``path?expires=…&signature=…``, valid for ``lifetime`` seconds."""
+    expires = int((time.time() if now is None else now) + lifetime)
+    query = urlencode({"expires": expires, "signature": link_signature(token, path, expires)})
+    return f"{path}?{query}"
+
+
+def link_is_valid(
+    token: bytes, path: str, expires: str | None, signature: str | None, now: float | None = None
+) -> bool:
+    """True for an unexpired, unaltered link; compared in constant time."""
+    if not expires or not signature or not expires.isdigit() or not token:
+        return False
+    moment = time.time() if now is None else now
+    if not moment <= int(expires) <= moment + MAX_LINK_SECONDS:
+        return False
+    expected = link_signature(token, path, int(expires))
+    return hmac.compare_digest(expected, signature)
