@@ -116,3 +116,80 @@ def start_cloud(
         time.sleep(0.1)
     cloud.stop()
     raise RuntimeError(f"the cloud did not answer within 60 s:\n{log.read_text()}")
+
+
+@dataclass
+class RunningBox:
+    data_dir: Path
+    http_port: int
+    https_port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def status(self) -> dict:
+        return httpx.get(self.http_url + "/status.json", timeout=30).json()
+
+    def state_file(self) -> dict:
+        import json
+
+        return json.loads((self.data_dir / "state.json").read_text())
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> dict:
+        """Poll the state file until ``predicate(state)`` holds; return that state."""
+        deadline = time.monotonic() + timeout
+        state: dict = {}
+        while time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                state = self.state_file()
+                if predicate(state):
+                    return state
+            time.sleep(0.1)
+        raise AssertionError(f"state never matched; last: {state}\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def start_box(data_dir: Path, *extra: str, address: str = "10.0.0.7") -> RunningBox:
+    """``lanlock box run`` on free loopback ports, waiting until its HTTP listener answers."""
+    http_port, https_port = free_port(), free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / f"box-{http_port}.out"
+    process = subprocess.Popen(
+        lanlock_command(
+            "box",
+            "run",
+            "--data",
+            str(data_dir),
+            "--http-port",
+            str(http_port),
+            "--https-port",
+            str(https_port),
+            "--address",
+            address,
+            *extra,
+        ),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    box = RunningBox(data_dir, http_port, https_port, process, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the box exited at start:\n{log.read_text()}")
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(box.http_url + "/status.json", timeout=2)
+            return box
+        time.sleep(0.1)
+    box.stop()
+    raise RuntimeError(f"the box did not answer within 60 s:\n{log.read_text()}")
