@@ -193,3 +193,25 @@ def start_box(data_dir: Path, *extra: str, address: str = "10.0.0.7") -> Running
         time.sleep(0.1)
     box.stop()
     raise RuntimeError(f"the box did not answer within 60 s:\n{log.read_text()}")
+
+
+@dataclass
+class TLSFiles:
+    cert: Path
+    key: Path
+    ca: Path
+
+
+def make_tls_files(folder: Path, host: str = "localhost") -> TLSFiles:
+    """A server certificate for ``host`` from a throw-away CA of the test's own."""
+    from lanlock import pki
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ca = pki.CertificateAuthority.create(host, organization="test TLS")
+    key = pki.new_private_key()
+    leaf = ca.issue(key.public_key(), [host])
+    files = TLSFiles(folder / "tls.pem", folder / "tls.key", folder / "tls-ca.pem")
+    files.cert.write_text(pki.to_pem(leaf) + ca.chain_pem)
+    files.key.write_bytes(pki.private_key_pem(key))
+    files.ca.write_text(ca.root_pem)
+    return files

@@ -10,11 +10,16 @@ import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from lanlock import pki
 from lanlock.store import Store
 from tests.boxes import Customer, TestBox
 from tests.realparts import POSTGRES_URL
-from tests.servers import free_port, fresh_store_url, lanlock_command, start_cloud
+from tests.servers import (
+    free_port,
+    fresh_store_url,
+    lanlock_command,
+    make_tls_files,
+    start_cloud,
+)
 
 
 def test_store_gone_gives_503_with_retry_after_and_the_cloud_survives(tmp_path):
@@ -55,24 +60,19 @@ def drop_database(url: str) -> None:
 
 
 def test_cloud_over_tls_is_verified_by_the_box(tmp_path):
-    tls_ca = pki.CertificateAuthority.create("localhost", organization="test TLS")
-    key = pki.new_private_key()
-    leaf = tls_ca.issue(key.public_key(), ["localhost"])
-    (tmp_path / "cloud.pem").write_text(pki.to_pem(leaf) + tls_ca.chain_pem)
-    (tmp_path / "cloud.key").write_bytes(pki.private_key_pem(key))
-    (tmp_path / "ca.pem").write_text(tls_ca.root_pem)
+    tls = make_tls_files(tmp_path)
     with fresh_store_url("sqlite", tmp_path) as url:
         port = free_port()
         cloud = start_cloud(
             url,
             tmp_path / "data",
             "--tls-cert",
-            str(tmp_path / "cloud.pem"),
+            str(tls.cert),
             "--tls-key",
-            str(tmp_path / "cloud.key"),
+            str(tls.key),
             port=port,
             health_url=f"https://localhost:{port}/healthz",
-            health_verify=ssl.create_default_context(cafile=str(tmp_path / "ca.pem")),
+            health_verify=ssl.create_default_context(cafile=str(tls.ca)),
         )
         try:
             store = Store(url, pool_size=1)
@@ -91,7 +91,7 @@ def test_cloud_over_tls_is_verified_by_the_box(tmp_path):
                 customer.code,
                 "--json",
             )
-            trusted = run([*ask, "--cloud-ca", str(tmp_path / "ca.pem")])
+            trusted = run([*ask, "--cloud-ca", str(tls.ca)])
             assert trusted.returncode == 0, trusted.stderr
             assert json.loads(trusted.stdout)["state"] == "valid"
             untrusted = run(ask)

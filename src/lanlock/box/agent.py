@@ -26,7 +26,13 @@ import uvicorn
 from lanlock import pki
 from lanlock.box import logs, password
 from lanlock.box.identity import load_or_create_device_key
-from lanlock.box.lifecycle import Backoff, BoxState, CertificateManager, Environment
+from lanlock.box.lifecycle import (
+    HOMEPAGE_CHECK_INTERVAL,
+    Backoff,
+    BoxState,
+    CertificateManager,
+    Environment,
+)
 from lanlock.box.settings import BoxConfig, load_config, save_config
 from lanlock.box.tls_server import CertificateSwitch
 from lanlock.box.tls_store import CertificateUnreadable, Pair, PairDamaged, TLSStore
@@ -50,6 +56,7 @@ class BoxSettings:
     cloud_ca: str | None = None
     retry_first: float = 30.0
     retry_cap: float = 3600.0
+    homepage_check_interval: float = HOMEPAGE_CHECK_INTERVAL
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -165,7 +172,7 @@ class Agent:
 
     def check_if_stale(self) -> BoxState:
         before = self.manager.state
-        state = self.manager.check_if_stale()
+        state = self.manager.check_if_stale(self.settings.homepage_check_interval)
         if state is not before:
             self._publish(state)
         return state

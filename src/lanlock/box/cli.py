@@ -160,6 +160,14 @@ def _fail(code: str, reason: str | None, detail: str | None, as_json: bool) -> N
     show_default=True,
     help="the longest wait between retries, in seconds",
 )
+@option(
+    "--homepage-check-interval",
+    type=click.FloatRange(0),
+    default=10.0,
+    show_default=True,
+    hidden=True,
+    help="opening the homepage checks the certificate at most this often (seconds)",
+)
 def run(data: Path | None, cloud_url: str | None, address: str | None, **kw: object) -> None:
     """Run the agent: certificate lifecycle, homepage on HTTP and HTTPS."""
     from lanlock.box.agent import BoxSettings, run_agent

@@ -1,0 +1,343 @@
+"""The box's certificate lifecycle against the real cloud: each code from its real condition."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lanlock import pki
+from lanlock.box.settings import load_config, save_config
+from lanlock.box.tls_store import TLSStore
+from lanlock.store import Store
+from tests.boxes import Customer
+from tests.servers import (
+    RunningBox,
+    RunningCloud,
+    free_port,
+    fresh_store_url,
+    lanlock_command,
+    make_tls_files,
+    start_box,
+    start_cloud,
+)
+from tests.standin import standin_cloud
+
+NO_CONSOLE_NEEDED = "http://127.0.0.1:1"  # a console URL is what makes a box "connected"
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory) -> Iterator[RunningCloud]:
+    tmp = tmp_path_factory.mktemp("cloud")
+    with fresh_store_url("sqlite", tmp) as url:
+        running = start_cloud(url, tmp / "data")
+        yield running
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def store(cloud) -> Iterator[Store]:
+    opened = Store(cloud.store_url, pool_size=2)
+    yield opened
+    opened.dispose()
+
+
+@pytest.fixture(scope="module")
+def root(cloud) -> Path:
+    out = subprocess.run(
+        lanlock_command(
+            "cloud",
+            "ca",
+            "root",
+            "--store",
+            cloud.store_url,
+            "--zone",
+            cloud.zone,
+            "--data",
+            str(cloud.data_dir),
+        ),
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LANLOCK_SECRET_KEY": "test-secret-key-0123456789abcdef"},
+    ).stdout
+    path = cloud.data_dir / "root.pem"
+    path.write_text(out)
+    return path
+
+
+def give_credentials(
+    data: Path, customer: Customer | None, console: str | None = NO_CONSOLE_NEEDED
+) -> None:
+    data.mkdir(parents=True, exist_ok=True)
+    config = load_config(data)
+    config.console_url = console
+    if customer:
+        config.db_uuid, config.enterprise_code = customer.db_uuid, customer.code
+    save_config(data, config)
+
+
+@pytest.fixture
+def boxes() -> Iterator[list[RunningBox]]:
+    started: list[RunningBox] = []
+    yield started
+    for box in started:
+        box.stop()
+
+
+def run_box(boxes: list[RunningBox], data: Path, *extra: str) -> RunningBox:
+    box = start_box(data, *extra)
+    boxes.append(box)
+    return box
+
+
+def code_is(code: str):
+    return lambda state: state.get("code") == code
+
+
+def served_certificate(port: int, host: str, cafile: Path) -> pki.x509.Certificate:
+    """Open a fresh TLS connection (no session reuse) and return the verified leaf."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        return pki.x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+
+
+def host_of(url: str) -> str:
+    return httpx.URL(url).host
+
+
+# --- the six codes ----------------------------------------------------------------------------
+
+
+def test_no_console_configured(tmp_path, boxes):
+    box = run_box(boxes, tmp_path / "box")
+    state = box.wait_for(code_is("ERR_IOT_HTTPS_CHECK_NO_SERVER"))
+    assert state["state"] == "error" and state["url"] is None
+
+
+def test_no_credentials(tmp_path, boxes, cloud):
+    give_credentials(tmp_path / "box", None)
+    box = run_box(boxes, tmp_path / "box", "--cloud", cloud.url)
+    box.wait_for(code_is("ERR_IOT_HTTPS_LOAD_NO_CREDENTIAL"))
+
+
+def test_cloud_unreachable_closed_port(tmp_path, boxes, store):
+    give_credentials(tmp_path / "box", Customer.create(store))
+    box = run_box(boxes, tmp_path / "box", "--cloud", f"http://127.0.0.1:{free_port()}")
+    state = box.wait_for(code_is("ERR_IOT_HTTPS_LOAD_REQUEST_EXCEPTION"))
+    assert "ConnectError" in state["message"]
+
+
+def test_cloud_tls_not_trusted(tmp_path, boxes, store):
+    tls = make_tls_files(tmp_path / "tls")
+    port = free_port()
+    with fresh_store_url("sqlite", tmp_path) as url:
+        tls_cloud = start_cloud(
+            url,
+            tmp_path / "cloud",
+            "--tls-cert",
+            str(tls.cert),
+            "--tls-key",
+            str(tls.key),
+            port=port,
+            health_url=f"https://localhost:{port}/healthz",
+            health_verify=ssl.create_default_context(cafile=str(tls.ca)),
+        )
+        try:
+            give_credentials(tmp_path / "box", Customer.create(store))
+            box = run_box(boxes, tmp_path / "box", "--cloud", f"https://localhost:{port}")
+            state = box.wait_for(code_is("ERR_IOT_HTTPS_LOAD_REQUEST_EXCEPTION"))
+            assert "CERTIFICATE_VERIFY_FAILED" in state["message"]
+        finally:
+            tls_cloud.stop()
+
+
+@pytest.mark.parametrize("status", [404, 502])
+def test_cloud_answering_an_unexpected_status(tmp_path, boxes, store, status):
+    give_credentials(tmp_path / "box", Customer.create(store))
+    with standin_cloud(status) as standin:
+        box = run_box(boxes, tmp_path / "box", "--cloud", standin.url)
+        box.wait_for(code_is(f"ERR_IOT_HTTPS_LOAD_REQUEST_STATUS {status}"))
+
+
+def test_refusal_is_shown_with_its_reason(tmp_path, boxes, cloud, store):
+    give_credentials(tmp_path / "box", Customer.create(store, kind="staging"))
+    box = run_box(boxes, tmp_path / "box", "--cloud", cloud.url)
+    state = box.wait_for(code_is("ERR_IOT_HTTPS_LOAD_REQUEST_NO_RESULT"))
+    assert state["reason"] == "database_not_production"
+    status = subprocess.run(
+        lanlock_command("box", "status", "--data", str(box.data_dir)),
+        capture_output=True,
+        text=True,
+    )
+    assert status.returncode == 1
+    assert "ERR_IOT_HTTPS_LOAD_REQUEST_NO_RESULT" in status.stdout
+    assert "database_not_production" in status.stdout
+
+
+def make_unreadable(path: Path) -> None:
+    """The file exists but reading it fails: no permission (or, for root, it is a folder)."""
+    if os.geteuid() != 0:
+        path.chmod(0)
+        return
+    # Root reads any file whatever its mode; a folder in its place fails the read all the same.
+    path.unlink()
+    path.mkdir()
+
+
+def test_unreadable_certificate_file(tmp_path, boxes, cloud, store, root):
+    data = tmp_path / "box"
+    give_credentials(data, Customer.create(store))
+    box = run_box(boxes, data, "--cloud", cloud.url, "--homepage-check-interval", "0")
+    valid = box.wait_for(lambda s: s["state"] == "valid")
+    pair = TLSStore(data / "tls").current()
+    make_unreadable(pair.cert_path)
+    box.status()  # opening the homepage checks
+    state = box.wait_for(code_is("ERR_IOT_HTTPS_CHECK_CERT_READ_EXCEPTION"))
+    assert box.process.poll() is None
+    assert state["url"] is None
+    # The running listener still serves the certificate it loaded before.
+    served = served_certificate(box.https_port, host_of(valid["url"]), root)
+    assert served.serial_number == pair.leaf.serial_number
+    # And a restart with the file still unreadable does not crash either.
+    box.stop()
+    again = run_box(boxes, data, "--cloud", cloud.url)
+    again.wait_for(code_is("ERR_IOT_HTTPS_CHECK_CERT_READ_EXCEPTION"))
+    assert again.process.poll() is None
+
+
+def test_corrupt_certificate_is_treated_as_missing(tmp_path, boxes, cloud, store):
+    data = tmp_path / "box"
+    give_credentials(data, Customer.create(store))
+    box = run_box(boxes, data, "--cloud", cloud.url)
+    first = box.wait_for(lambda s: s["state"] == "valid")
+    box.stop()
+    pair = TLSStore(data / "tls").current()
+    pair.cert_path.write_text("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
+    again = run_box(boxes, data, "--cloud", cloud.url)
+    state = again.wait_for(
+        lambda s: s["state"] == "valid" and s["checked_at"] != first["checked_at"]
+    )
+    assert host_of(state["url"]) == host_of(first["url"])
+    assert TLSStore(data / "tls").current().leaf.serial_number != pair.leaf.serial_number
+    assert "damaged" in (data / "logs" / "lanlock-box.log").read_text()
+
+
+# --- the happy path ---------------------------------------------------------------------------
+
+
+def test_valid_certificate_served_and_verified_with_ssl_and_curl(
+    tmp_path, boxes, cloud, store, root
+):
+    data = tmp_path / "box"
+    give_credentials(data, Customer.create(store))
+    box = run_box(boxes, data, "--cloud", cloud.url)
+    state = box.wait_for(lambda s: s["state"] == "valid")
+    host = host_of(state["url"])
+    assert host.startswith("10-0-0-7.") and host.endswith(".iot.test")
+    assert state["url"] == f"https://{host}:{box.https_port}/"
+    leaf = served_certificate(box.https_port, host, root)
+    assert leaf.serial_number == TLSStore(data / "tls").current().leaf.serial_number
+
+    curl = shutil.which("curl")
+    if curl:
+        result = subprocess.run(
+            [
+                curl,
+                "-sS",
+                "--fail",
+                "--resolve",
+                f"{host}:{box.https_port}:127.0.0.1",
+                "--cacert",
+                str(root),
+                f"https://{host}:{box.https_port}/status.json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        assert '"state":"valid"' in result.stdout
+        other = host.replace("10-0-0-7.", "10-0-0-7.x.")
+        refused = subprocess.run(
+            [
+                curl,
+                "-sS",
+                "--resolve",
+                f"{other}:{box.https_port}:127.0.0.1",
+                "--cacert",
+                str(root),
+                f"https://{other}:{box.https_port}/status.json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert refused.returncode == 60  # peer certificate cannot be authenticated
+    status = subprocess.run(
+        lanlock_command("box", "status", "--data", str(data), "--json"),
+        capture_output=True,
+        text=True,
+    )
+    assert status.returncode == 0
+    assert '"state": "valid"' in status.stdout
+
+
+def test_restart_keeps_the_certificate_and_asks_nothing(tmp_path, boxes, cloud, store):
+    data = tmp_path / "box"
+    give_credentials(data, Customer.create(store))
+    box = run_box(boxes, data, "--cloud", cloud.url)
+    box.wait_for(lambda s: s["state"] == "valid")
+    serial = TLSStore(data / "tls").current().leaf.serial_number
+    box.stop()
+    with standin_cloud(500) as standin:  # any request now would be an error
+        again = run_box(boxes, data, "--cloud", standin.url)
+        again.wait_for(lambda s: s["state"] == "valid" and s["code"] is None)
+        assert standin.arrivals == []
+    assert TLSStore(data / "tls").current().leaf.serial_number == serial
+
+
+# --- back-off ---------------------------------------------------------------------------------
+
+
+def test_failing_cloud_is_retried_with_backoff_and_the_homepage_retries_at_once(
+    tmp_path, boxes, cloud, store
+):
+    data = tmp_path / "box"
+    give_credentials(data, Customer.create(store))
+    with standin_cloud(503) as standin:
+        box = run_box(
+            boxes,
+            data,
+            "--cloud",
+            standin.url,
+            "--retry-first",
+            "0.5",
+            "--homepage-check-interval",
+            "1",
+        )
+        box.wait_for(code_is("ERR_IOT_HTTPS_LOAD_REQUEST_STATUS 503"))
+        time.sleep(6)
+        arrivals = list(standin.arrivals)
+        # 0.5 s doubling over ~6 s: about 4 attempts; a box that hammered would make hundreds.
+        assert 3 <= len(arrivals) <= 6, arrivals
+        gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+        assert gaps == sorted(gaps) or gaps[-1] > 2 * gaps[0], gaps
+        standin.forward_to = cloud.url  # the cause is fixed
+        time.sleep(1.1)
+        opened = time.monotonic()
+        status = box.status()  # opening the homepage
+        assert status["state"] == "valid" and status["code"] is None
+        assert time.monotonic() - opened < 5
