@@ -1,0 +1,223 @@
+"""Rotation never drops a connection; a crash at any instant leaves a whole pair (DESIGN §5)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from lanlock import pki
+from lanlock.box.agent import Agent, BoxSettings
+from lanlock.box.tls_store import TLSStore
+from lanlock.store import Store
+from tests.box.test_lifecycle import give_credentials, host_of, served_certificate
+from tests.boxes import Customer
+from tests.servers import RunningCloud, free_port, fresh_store_url, start_box, start_cloud
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory) -> Iterator[RunningCloud]:
+    tmp = tmp_path_factory.mktemp("cloud")
+    with fresh_store_url("sqlite", tmp) as url:
+        running = start_cloud(url, tmp / "data")
+        yield running
+        running.stop()
+
+
+@pytest.fixture
+def agent(tmp_path, cloud) -> Iterator[Agent]:
+    """A real agent in this process (so that the test can ask it to rotate), on real sockets."""
+    store = Store(cloud.store_url, pool_size=1)
+    give_credentials(tmp_path / "box", Customer.create(store))
+    store.dispose()
+    running = Agent(
+        BoxSettings(
+            data_dir=tmp_path / "box",
+            http_port=free_port(),
+            https_port=free_port(),
+            address="10.0.0.7",
+            cloud_url=cloud.url,
+        )
+    )
+    thread = threading.Thread(target=lambda: asyncio.run(running.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while running.manager.state.state != "valid":
+        assert time.monotonic() < deadline, running.manager.state
+        time.sleep(0.05)
+    yield running
+    running.stop()
+    thread.join(15)
+
+
+class Prober:
+    """Opens new TLS connections back to back and records each one's outcome and serial."""
+
+    def __init__(self, port: int, host: str) -> None:
+        self.port, self.host = port, host
+        self.serials: list[int] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the serial is what we look at; a test below verifies
+        while not self._stop.is_set():
+            try:
+                self.serials.append(self._one_request(context))
+            except (OSError, ValueError) as exc:
+                self.failures.append(repr(exc))
+
+    def _one_request(self, context: ssl.SSLContext) -> int:
+        with (
+            socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=self.host) as tls,
+        ):
+            tls.sendall(
+                f"GET /status.json HTTP/1.1\r\nHost: {self.host}\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            response = b""
+            while chunk := tls.recv(65536):
+                response += chunk
+            if not response.startswith(b"HTTP/1.1 200"):
+                raise ValueError(response[:80])
+            leaf = pki.x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+            return leaf.serial_number
+
+    def __enter__(self) -> Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def test_twenty_rotations_under_load_fail_no_request(agent, cloud):
+    host = host_of(agent.manager.state.url)
+    installed = [TLSStore(agent.data_dir / "tls").current().leaf.serial_number]
+    with Prober(agent.settings.https_port, host) as prober:
+        for _ in range(20):
+            seen_before = len(prober.serials)
+            state = agent.check(force_new=True)
+            assert state.state == "valid" and state.code is None
+            installed.append(TLSStore(agent.data_dir / "tls").current().leaf.serial_number)
+            while len(prober.serials) < seen_before + 3:  # let some connections see it
+                time.sleep(0.01)
+    assert prober.failures == []
+    assert len(set(installed)) == 21
+    assert prober.serials[-1] == installed[-1]
+    assert set(installed) <= set(prober.serials) | {installed[0]}
+    # Connections only ever move forward through the certificates: never back to an old one.
+    order = {serial: index for index, serial in enumerate(installed)}
+    positions = [order[s] for s in prober.serials]
+    assert positions == sorted(positions)
+
+
+INSTALLER = """
+import sys
+from pathlib import Path
+from cryptography.hazmat.primitives import serialization
+from lanlock.box.tls_store import TLSStore
+
+store = TLSStore(Path(sys.argv[1]))
+pairs = []
+for folder in sorted(Path(sys.argv[2]).iterdir()):
+    key = serialization.load_pem_private_key((folder / "key.pem").read_bytes(), None)
+    pairs.append(((folder / "chain.pem").read_text(), key))
+print("ready", flush=True)
+index = 0
+while True:
+    store.install(*pairs[index % len(pairs)])
+    index += 1
+"""
+
+
+def test_sigkill_at_random_moments_during_installs_leaves_a_whole_pair(tmp_path):
+    ca = pki.CertificateAuthority.create("iot.test")
+    sources = tmp_path / "sources"
+    for number in range(4):
+        key = pki.new_private_key()
+        leaf = ca.issue(key.public_key(), [f"*.scope{number}.iot.test"])
+        folder = sources / str(number)
+        folder.mkdir(parents=True)
+        (folder / "chain.pem").write_text(pki.to_pem(leaf) + ca.chain_pem)
+        (folder / "key.pem").write_bytes(pki.private_key_pem(key))
+    tls_dir = tmp_path / "box" / "tls"
+    rng = random.Random(20261125)
+    names_seen = set()
+    for _ in range(50):
+        installer = subprocess.Popen(
+            [sys.executable, "-c", INSTALLER, str(tls_dir), str(sources)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert installer.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.0, 0.15))
+        installer.send_signal(signal.SIGKILL)
+        installer.wait(10)
+        pair = TLSStore(tls_dir).current()  # raises if the pointer names a broken pair
+        assert pair is not None
+        pair.ssl_context()  # the pair loads into OpenSSL: files whole, key matching
+        names_seen.add(pair.name)
+    assert len(names_seen) > 10  # the kills really landed at different moments
+    box = start_box(tmp_path / "box")
+    try:
+        served = served_certificate_unverified(box.https_port)
+        assert served == TLSStore(tls_dir).current().leaf
+    finally:
+        box.stop()
+
+
+def served_certificate_unverified(port: int) -> pki.x509.Certificate:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        return pki.x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+
+
+def test_rotated_certificate_verifies_for_the_box_name(agent, cloud, tmp_path):
+    import os
+
+    root = tmp_path / "root.pem"
+    root.write_text(
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lanlock",
+                "cloud",
+                "ca",
+                "root",
+                "--store",
+                cloud.store_url,
+                "--zone",
+                cloud.zone,
+                "--data",
+                str(cloud.data_dir),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "LANLOCK_SECRET_KEY": "test-secret-key-0123456789abcdef"},
+        ).stdout
+    )
+    agent.check(force_new=True)
+    leaf = served_certificate(agent.settings.https_port, host_of(agent.manager.state.url), root)
+    assert leaf == TLSStore(agent.data_dir / "tls").current().leaf
