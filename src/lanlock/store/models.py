@@ -117,6 +117,8 @@ class Certificate(Base):
     x509_pem: Mapped[str] = mapped_column(Text)
     chain_pem: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When the CA's renewal information (ACME ARI) says to renew; None: at 2/3 of the lifetime.
+    renew_after: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (Index("ix_certificates_scope_key", "scope", "key_fingerprint"),)
 
@@ -178,3 +180,13 @@ class ChallengeRecord(Base):
     value: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class AcmeAccount(Base):
+    """The cloud's one account at an ACME CA; its key is encrypted with the cloud's secret key."""
+
+    __tablename__ = "acme_accounts"
+    directory_url: Mapped[str] = mapped_column(String(500), primary_key=True)
+    key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    account_uri: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
