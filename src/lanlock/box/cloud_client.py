@@ -62,6 +62,7 @@ class CloudAnswer:
     result: dict[str, Any] | None = None
     refusal_code: str | None = None
     message: str | None = None
+    hint: dict[str, str] | None = None  # a refusal's extra fields, e.g. the box's scope and zone
 
 
 def post_x509(
@@ -91,6 +92,12 @@ def read_answer(response: httpx.Response) -> CloudAnswer:
         )
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         error = body["error"]
-        return CloudAnswer(200, refusal_code=str(error.get("code")), message=error.get("message"))
+        hint = {k: v for k, v in error.items() if k in ("scope", "zone") and isinstance(v, str)}
+        return CloudAnswer(
+            200,
+            refusal_code=str(error.get("code")),
+            message=error.get("message"),
+            hint=hint or None,
+        )
     result = body.get("result") if isinstance(body, dict) else None
     return CloudAnswer(200, result=result if isinstance(result, dict) and result else None)

@@ -190,19 +190,9 @@ class CertificateManager:
         if not config.has_credentials:
             raise LoadFailed(errors.LOAD_NO_CREDENTIAL)
         key = self.tls.pending_key()
-        csr_names = (
-            names.certificate_names(config.scope, config.zone)
-            if (config.scope and config.zone)
-            else []
-        )
-        payload = x509_payload(
-            self.env.device_key,
-            config.db_uuid or "",
-            config.enterprise_code or "",
-            pki.csr_pem(pki.build_csr(key, csr_names)),
-            self.env.address,
-        )
-        answer = self._ask_cloud(payload)
+        answer = self._ask_cloud(self._payload(config, key))
+        if self._learned_scope(answer, config):
+            answer = self._ask_cloud(self._payload(self.load_config(), key))
         result = self._accepted_result(answer)
         leaf = self._checked_certificate(result, key)
         pair = self.tls.install(result["x509_pem"].strip() + "\n" + result["chain_pem"], key)
@@ -218,6 +208,34 @@ class CertificateManager:
         )
         self.on_install(pair)
         return pair
+
+    def _payload(self, config: BoxConfig, key: Any) -> dict[str, Any]:
+        # Once the box knows its scope its CSR names it: an ACME CA insists on that.
+        csr_names = (
+            names.certificate_names(config.scope, config.zone)
+            if (config.scope and config.zone)
+            else []
+        )
+        return x509_payload(
+            self.env.device_key,
+            config.db_uuid or "",
+            config.enterprise_code or "",
+            pki.csr_pem(pki.build_csr(key, csr_names)),
+            self.env.address,
+        )
+
+    def _learned_scope(self, answer: CloudAnswer, config: BoxConfig) -> bool:
+        """A CSR refused for its names comes back with the box's scope: keep it, ask again."""
+        hint = answer.hint or {}
+        scope, zone = hint.get("scope"), hint.get("zone")
+        if answer.refusal_code != errors.INVALID_CSR or not scope or not zone:
+            return False
+        if (scope, zone) == (config.scope, config.zone) or not names.is_scope_label(scope):
+            return False
+        config.scope, config.zone = scope, zone
+        self.save_config(config)
+        log.info("the cloud assigned scope %s; asking again with a CSR that names it", scope)
+        return True
 
     def _ask_cloud(self, payload: dict[str, Any]) -> CloudAnswer:
         try:

@@ -78,6 +78,29 @@ def cloud() -> None:
     show_default=True,
     help="seconds over which failures are counted",
 )
+@option(
+    "--issuer",
+    type=click.Choice(["local", "acme"]),
+    default="local",
+    show_default=True,
+    help="where certificates come from: the embedded CA, or an ACME CA",
+)
+@option("--acme-directory", default=None, metavar="URL", help="the ACME CA's directory URL")
+@option(
+    "--acme-ca-bundle",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="CA bundle for the ACME CA's HTTPS [default: system store]",
+)
+@option("--acme-email", default=None, help="contact address of the ACME account")
+@option(
+    "--zone-dns",
+    multiple=True,
+    metavar="HOST:PORT",
+    callback=lambda _c, _p, v: tuple(_host_port(x) for x in v),
+    help="the zone's authoritative servers, asked before answering a DNS-01 challenge "
+    "[default: the zone's NS]; repeatable",
+)
 def serve(
     data: Path | None, store: str | None, tls_cert: Path | None, tls_key: Path | None, **kw: Any
 ) -> None:
@@ -86,6 +109,8 @@ def serve(
 
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    if kw["issuer"] == "acme" and not kw["acme_directory"]:
+        raise click.UsageError("--issuer acme needs --acme-directory URL (the CA's directory)")
     run(settings_from(data, store, tls_cert=tls_cert, tls_key=tls_key, **kw))
 
 
@@ -233,6 +258,13 @@ def ca_root(data: Path | None, store: str | None, zone: str, as_json: bool) -> N
     service = build_service(settings, _store(data, store))
     root = service.issuer.ca.root_pem  # type: ignore[attr-defined]
     emit({"root_pem": root, "zone": service.settings.zone}, as_json, root.rstrip())
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
 
 
 def _store(data: Path | None, store: str | None) -> Any:

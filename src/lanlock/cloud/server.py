@@ -11,6 +11,8 @@ import uvicorn
 from lanlock import names
 from lanlock.cloud.app import create_app
 from lanlock.cloud.authority import load_or_create_authority
+from lanlock.cloud.issuers import Issuer
+from lanlock.cloud.issuers.acme import AcmeIssuer, AcmeSettings
 from lanlock.cloud.issuers.local import LocalIssuer
 from lanlock.cloud.secret import load_or_create_secret
 from lanlock.cloud.x509 import X509Service, X509Settings
@@ -32,6 +34,12 @@ class CloudSettings:
     tls_key: Path | None = None
     failure_limit: int = 10
     failure_window: float = 60.0
+    issuer: str = "local"
+    acme_directory: str | None = None
+    acme_ca_bundle: str | None = None
+    acme_email: str | None = None
+    zone_dns: tuple[tuple[str, int], ...] = ()
+    lease_seconds: float = 300.0
 
     @property
     def store(self) -> str:
@@ -48,8 +56,7 @@ def build_service(settings: CloudSettings, store: Store | None = None) -> X509Se
     zone = names.normalize_zone(settings.zone)
     store = store or open_store(settings)
     secret = load_or_create_secret(settings.data_dir / "secret.key")
-    ca = load_or_create_authority(store, zone, secret)
-    issuer = LocalIssuer(ca, dt.timedelta(days=settings.lifetime_days))
+    issuer = make_issuer(settings, store, zone, secret)
     return X509Service(
         store,
         issuer,
@@ -57,8 +64,28 @@ def build_service(settings: CloudSettings, store: Store | None = None) -> X509Se
             zone=zone,
             failure_limit=settings.failure_limit,
             failure_window=settings.failure_window,
+            lease_seconds=settings.lease_seconds,
         ),
     )
+
+
+def make_issuer(settings: CloudSettings, store: Store, zone: str, secret: bytes) -> Issuer:
+    if settings.issuer == "acme":
+        if not settings.acme_directory:
+            raise ValueError("--issuer acme needs --acme-directory URL (the CA's directory)")
+        return AcmeIssuer(
+            store,
+            AcmeSettings(
+                directory_url=settings.acme_directory,
+                zone_dns=settings.zone_dns,
+                ca_bundle=settings.acme_ca_bundle,
+                email=settings.acme_email,
+            ),
+            secret,
+            zone,
+        )
+    ca = load_or_create_authority(store, zone, secret)
+    return LocalIssuer(ca, dt.timedelta(days=settings.lifetime_days))
 
 
 def serve(settings: CloudSettings) -> None:

@@ -68,10 +68,11 @@ class X509Settings:
 class Refused(Exception):
     """Eligibility said no: answered as HTTP 200 with ``{"error": {code, message}}``."""
 
-    def __init__(self, code: str, detail: str | None = None) -> None:
+    def __init__(self, code: str, detail: str | None = None, **extra: str) -> None:
         super().__init__(code)
         self.code = code
         self.detail = detail
+        self.extra = extra
 
 
 class Limited(Exception):
@@ -146,6 +147,7 @@ class X509Service:
         registered_here = False
         if box is None or box.subscription_code != request.enterprise_code:
             box, registered_here = self._register(request)
+        self._check_csr_names_for_issuer(csr, box)
         try:
             certificate, outcome = self._certificate_for(box, csr)
         except (Refused, IssuerUnavailable):
@@ -232,6 +234,23 @@ class X509Service:
             )
         return csr
 
+    def _check_csr_names_for_issuer(self, csr: x509.CertificateSigningRequest, box: Box) -> None:
+        """An ACME CA finalizes only a CSR naming exactly the order's names.
+
+        A box learns its scope from its first answer, so its first CSR names nothing: it is
+        refused here with its scope and zone, and asks again at once with the right names. The
+        box stays registered (it is eligible, and its next request is served): the slot it took
+        is the one it keeps.
+        """
+        wanted = names.certificate_names(box.scope, self.settings.zone)
+        if self.issuer.requires_csr_names and set(pki.csr_names(csr)) != set(wanted):
+            raise Refused(
+                errors.INVALID_CSR,
+                f"this CA needs the CSR to name exactly {' and '.join(wanted)}",
+                scope=box.scope,
+                zone=self.settings.zone,
+            )
+
     # --- registration and quota -------------------------------------------------------------
 
     def _register(self, request: SignedRequest) -> tuple[Box, bool]:
@@ -311,6 +330,8 @@ class X509Service:
         if newest is None:
             return None
         now = dt.datetime.now(dt.UTC)
+        if newest.renew_after is not None:  # the CA's own advice wins over our rule of thumb
+            return newest if now < newest.renew_after else None
         lifetime = (newest.not_after - newest.not_before).total_seconds()
         left = (newest.not_after - now).total_seconds()
         return newest if lifetime > 0 and left > REUSE_FRACTION * lifetime else None
@@ -337,6 +358,7 @@ class X509Service:
             not_after=issued.leaf.not_valid_after_utc,
             x509_pem=pki.to_pem(issued.leaf),
             chain_pem=issued.chain_pem,
+            renew_after=issued.renew_after,
         )
         with self.store.transaction() as session:
             session.add(record)
@@ -377,7 +399,7 @@ class X509Service:
             if refusal.detail is None
             else (f"{entry.meaning.rstrip('.')}: {refusal.detail}")
         )
-        return Answer(200, {"error": {"code": refusal.code, "message": message}})
+        return Answer(200, {"error": {"code": refusal.code, "message": message} | refusal.extra})
 
     def _reject(
         self, status: int, outcome: str, detail: str, source: str, request: SignedRequest | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -13,6 +14,7 @@ from cryptography import x509
 class Issued:
     leaf: x509.Certificate
     chain_pem: str  # the intermediates, PEM, leaf excluded
+    renew_after: dt.datetime | None = None  # the CA's own renewal advice (ACME ARI), if any
 
 
 class IssuanceError(RuntimeError):
@@ -29,6 +31,8 @@ class IssuerUnavailable(RuntimeError):
 
 class Issuer(Protocol):
     name: str
+    # True when the CA insists that the CSR name exactly what it certifies (every ACME CA does).
+    requires_csr_names: bool
 
     def issue(self, csr: x509.CertificateSigningRequest, names: Sequence[str]) -> Issued:
         """A certificate for ``names`` with the CSR's public key, or an exception above."""

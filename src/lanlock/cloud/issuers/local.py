@@ -13,6 +13,7 @@ from lanlock.cloud.issuers.base import Issued
 
 class LocalIssuer:
     name = "local"
+    requires_csr_names = False  # the embedded CA sets the names whatever the CSR says
 
     def __init__(self, ca: pki.CertificateAuthority, lifetime: dt.timedelta) -> None:
         self.ca = ca

@@ -1,0 +1,368 @@
+"""Publicly trusted certificates from any RFC 8555 CA, with DNS-01 answered by lanlock's own DNS.
+
+The box's key never leaves the box: the order is finalized with the box's own CSR, which must
+therefore name exactly ``*.<scope>.<zone>`` and ``<scope>.<zone>`` (the CA checks that the CSR
+and the order agree). The challenge values go into the shared store, where every ``lanlock dns``
+replica reads them; the cloud answers the challenges only once it has seen the values on the
+zone's servers itself, over UDP and TCP, and removes them afterwards whatever happened.
+
+The ``acme`` library does the protocol; lanlock adds the store, the visibility check, polling at
+short intervals (the library sleeps a whole second per poll), and patience with ``badNonce``
+(the library retries it once; a busy CA may reject several nonces in a row).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rdatatype
+import dns.resolver
+import josepy
+import requests
+from acme import challenges, client, messages
+from acme import errors as acme_errors
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from lanlock import pki
+from lanlock.cloud.issuers.base import IssuanceError, Issued, IssuerUnavailable
+from lanlock.store import Store
+from lanlock.store.models import AcmeAccount, ChallengeRecord
+
+log = logging.getLogger("lanlock.cloud.acme")
+T = TypeVar("T")
+
+USER_AGENT = "lanlock-cloud"
+CHALLENGE_LIFETIME = dt.timedelta(minutes=10)  # a crashed cloud's values expire on their own
+UNAVAILABLE_RETRY_AFTER = 30
+
+
+@dataclass
+class AcmeSettings:
+    directory_url: str
+    zone_dns: Sequence[tuple[str, int]] = ()  # empty: the zone's NS, looked up
+    ca_bundle: str | None = None
+    email: str | None = None
+    poll_interval: float = 0.25
+    order_timeout: float = 120.0
+    visibility_timeout: float = 15.0
+    bad_nonce_retries: int = 10
+    dns_timeout: float = 2.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class PatientNetwork(client.ClientNetwork):
+    """A ClientNetwork that retries a rejected nonce several times, not once."""
+
+    def __init__(self, *args: Any, bad_nonce_retries: int = 10, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bad_nonce_retries = bad_nonce_retries
+
+    def post(self, *args: Any, **kwargs: Any) -> requests.Response:
+        for _ in range(self.bad_nonce_retries):
+            try:
+                return self._post_once(*args, **kwargs)
+            except messages.Error as error:
+                if error.code != "badNonce":
+                    raise
+                log.debug("the CA rejected our nonce; retrying with a fresh one")
+        return self._post_once(*args, **kwargs)
+
+
+class AcmeIssuer:
+    name = "acme"
+    requires_csr_names = True
+
+    def __init__(self, store: Store, settings: AcmeSettings, secret: bytes, zone: str) -> None:
+        self.store = store
+        self.settings = settings
+        self.secret = secret
+        self.zone = zone
+        self._client: client.ClientV2 | None = None
+        self._client_lock = threading.Lock()
+
+    # --- the order ---------------------------------------------------------------------------
+
+    def issue(self, csr: x509.CertificateSigningRequest, names: Sequence[str]) -> Issued:
+        started = time.monotonic()
+        deadline = started + self.settings.order_timeout
+        acme = self._translate(self._account_client)
+        csr_pem = csr.public_bytes(serialization.Encoding.PEM)
+        order = self._translate(lambda: acme.new_order(csr_pem))
+        pending = [a for a in order.authorizations if a.body.status == messages.STATUS_PENDING]
+        records = self._publish([self._dns01(acme, authz) for authz in pending])
+        try:
+            self._wait_until_visible(records)
+            for authz in pending:
+                challenge = self._dns_challenge(authz)
+                self._translate(
+                    lambda c=challenge: acme.answer_challenge(c, c.response(acme.net.key))
+                )
+            for authz in pending:
+                self._translate(lambda a=authz: self._poll_authorization(acme, a, deadline))
+            order = self._translate(lambda: self._finalize(acme, order, deadline))
+        finally:
+            self._unpublish(records)
+        issued = self._issued_from(order.fullchain_pem, acme)
+        log.info("ACME order for %s done in %.2f s", names[0], time.monotonic() - started)
+        return issued
+
+    @staticmethod
+    def _dns_challenge(authz: messages.AuthorizationResource) -> messages.ChallengeBody:
+        for challenge in authz.body.challenges:
+            if isinstance(challenge.chall, challenges.DNS01):
+                return challenge
+        raise IssuanceError(f"the CA offers no dns-01 challenge for {authz.body.identifier.value}")
+
+    def _dns01(
+        self, acme: client.ClientV2, authz: messages.AuthorizationResource
+    ) -> tuple[str, str]:
+        challenge = self._dns_challenge(authz)
+        # A wildcard's identifier is its base name: both share _acme-challenge.<scope>.<zone>.
+        name = challenge.chall.validation_domain_name(authz.body.identifier.value)
+        return name.lower().rstrip("."), challenge.chall.validation(acme.net.key)
+
+    def _poll_authorization(
+        self, acme: client.ClientV2, authz: messages.AuthorizationResource, deadline: float
+    ) -> None:
+        while True:
+            updated, response = acme.poll(authz)
+            status = updated.body.status
+            if status == messages.STATUS_VALID:
+                return
+            if status != messages.STATUS_PENDING:
+                raise IssuanceError(_authorization_problem(updated))
+            self._sleep_until_next_poll(acme, response, deadline)
+
+    def _finalize(
+        self, acme: client.ClientV2, order: messages.OrderResource, deadline: float
+    ) -> messages.OrderResource:
+        order = acme.begin_finalization(order)
+        while True:
+            body = order.body
+            if body.status == messages.STATUS_VALID and body.certificate:
+                response = acme.net.post(
+                    body.certificate, None, new_nonce_url=acme.directory["newNonce"]
+                )
+                return order.update(fullchain_pem=response.text)
+            if body.status == messages.STATUS_INVALID:
+                detail = body.error.detail if body.error else "no reason given"
+                raise IssuanceError(f"the CA refused the order: {detail}")
+            response = acme.net.post(order.uri, None, new_nonce_url=acme.directory["newNonce"])
+            order = order.update(body=messages.Order.from_json(response.json()))
+            if order.body.status in (
+                messages.STATUS_PROCESSING,
+                messages.STATUS_READY,
+                messages.STATUS_PENDING,
+            ):
+                self._sleep_until_next_poll(acme, response, deadline)
+
+    def _sleep_until_next_poll(
+        self, acme: client.ClientV2, response: requests.Response, deadline: float
+    ) -> None:
+        # Honour the CA's Retry-After, but never wait less than our own short interval.
+        wanted = acme.retry_after(response, 0)
+        seconds = max(self.settings.poll_interval, (wanted - dt.datetime.now()).total_seconds())
+        if time.monotonic() + seconds > deadline:
+            raise IssuanceError("the CA did not finish the order in time")
+        time.sleep(seconds)
+
+    def _issued_from(self, fullchain_pem: str, acme: client.ClientV2) -> Issued:
+        certificates = pki.certificates_from_pem(fullchain_pem)
+        if not certificates:
+            raise IssuanceError("the CA returned no certificate")
+        leaf = certificates[0]
+        chain_pem = "".join(pki.to_pem(c) for c in certificates[1:])
+        return Issued(leaf=leaf, chain_pem=chain_pem, renew_after=self._renewal_time(acme, leaf))
+
+    @staticmethod
+    def _renewal_time(acme: client.ClientV2, leaf: x509.Certificate) -> dt.datetime | None:
+        """The CA's suggested renewal time (ARI) when it offers one; None otherwise."""
+        try:
+            suggested, _ = acme.renewal_time(leaf.public_bytes(serialization.Encoding.PEM))
+        except (acme_errors.Error, requests.RequestException, ValueError) as exc:
+            log.warning("renewal information unavailable: %s", exc)
+            return None
+        if suggested is None:
+            return None
+        return suggested if suggested.tzinfo else suggested.replace(tzinfo=dt.UTC)
+
+    # --- the challenge records ---------------------------------------------------------------
+
+    def _publish(self, values: list[tuple[str, str]]) -> list[int]:
+        """Write every value at once (a wildcard and its base share one name); return row ids."""
+        expires = dt.datetime.now(dt.UTC) + CHALLENGE_LIFETIME
+        with self.store.transaction() as session:
+            rows = [
+                ChallengeRecord(name=name, value=value, expires_at=expires)
+                for name, value in values
+            ]
+            session.add_all(rows)
+            session.flush()
+            return [row.id for row in rows]
+
+    def _unpublish(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        try:
+            with self.store.transaction() as session:
+                session.execute(delete(ChallengeRecord).where(ChallengeRecord.id.in_(ids)))
+        except Exception:  # the expiry still removes them from DNS; the answer must go out
+            log.exception("could not remove challenge records %s", ids)
+
+    def _wait_until_visible(self, ids: list[int]) -> None:
+        with self.store.transaction() as session:
+            rows = session.scalars(select(ChallengeRecord).where(ChallengeRecord.id.in_(ids)))
+            expected: dict[str, set[str]] = {}
+            for row in rows:
+                expected.setdefault(row.name, set()).add(row.value)
+        servers = list(self.settings.zone_dns) or zone_servers(self.zone)
+        deadline = time.monotonic() + self.settings.visibility_timeout
+        for name, values in expected.items():
+            for server in servers:
+                for transport in ("udp", "tcp"):
+                    while not values <= self._txt_values(name, server, transport):
+                        if time.monotonic() > deadline:
+                            raise IssuanceError(
+                                f"the challenge for {name} did not appear on the zone's DNS "
+                                f"server {server[0]}:{server[1]} ({transport}); is lanlock dns "
+                                "running on the same store?"
+                            )
+                        time.sleep(0.1)
+
+    def _txt_values(self, name: str, server: tuple[str, int], transport: str) -> set[str]:
+        query = dns.message.make_query(name, dns.rdatatype.TXT)
+        send = dns.query.udp if transport == "udp" else dns.query.tcp
+        try:
+            answer = send(query, server[0], port=server[1], timeout=self.settings.dns_timeout)
+        except (dns.exception.DNSException, OSError):
+            return set()
+        return {
+            b"".join(rdata.strings).decode("ascii", "replace")
+            for rrset in answer.answer
+            if rrset.rdtype == dns.rdatatype.TXT
+            for rdata in rrset
+        }
+
+    # --- the account -------------------------------------------------------------------------
+
+    def _account_client(self) -> client.ClientV2:
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    def _make_client(self) -> client.ClientV2:
+        key, uri = self._account_key()
+        net = PatientNetwork(
+            josepy.JWKEC(key=key),
+            alg=josepy.ES256,
+            user_agent=USER_AGENT,
+            verify_ssl=self.settings.ca_bundle or True,  # type: ignore[arg-type]
+            bad_nonce_retries=self.settings.bad_nonce_retries,
+        )
+        directory = client.ClientV2.get_directory(self.settings.directory_url, net)
+        acme = client.ClientV2(directory, net)
+        registration = messages.NewRegistration.from_data(
+            email=self.settings.email, terms_of_service_agreed=True
+        )
+        try:
+            account = acme.new_account(registration)
+        except acme_errors.ConflictError as existing:  # this key is already registered
+            account = acme.query_registration(messages.RegistrationResource(uri=existing.location))
+        net.account = account
+        if account.uri != uri:
+            self._remember_account_uri(account.uri)
+        return acme
+
+    def _account_key(self) -> tuple[ec.EllipticCurvePrivateKey, str | None]:
+        """The one account key, made once and shared by every replica through the store."""
+        url = self.settings.directory_url
+        with self.store.transaction() as session:
+            record = session.get(AcmeAccount, url)
+        if record is None:
+            key = pki.new_private_key()
+            try:
+                with self.store.transaction() as session:
+                    session.add(
+                        AcmeAccount(
+                            directory_url=url,
+                            key_encrypted=pki.encrypt_private_key(key, self.secret),
+                        )
+                    )
+                return key, None
+            except IntegrityError:  # another replica made it first: use theirs
+                with self.store.transaction() as session:
+                    record = session.get(AcmeAccount, url)
+        assert record is not None
+        key = pki.decrypt_private_key(record.key_encrypted, self.secret)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise IssuanceError("the stored ACME account key is not an EC key")
+        return key, record.account_uri
+
+    def _remember_account_uri(self, uri: str) -> None:
+        with self.store.transaction() as session:
+            record = session.get(AcmeAccount, self.settings.directory_url)
+            if record is not None:
+                record.account_uri = uri
+
+    # --- errors -------------------------------------------------------------------------------
+
+    def _translate(self, call: Callable[[], T]) -> T:
+        """Run one step; map the CA's failures to "try later" (503) or "refused" (a refusal)."""
+        try:
+            return call()
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            self._client = None  # reconnect (and re-read the directory) next time
+            raise IssuerUnavailable(
+                f"cannot reach the ACME CA: {type(exc).__name__}", UNAVAILABLE_RETRY_AFTER
+            ) from None
+        except messages.Error as exc:
+            if exc.code in ("serverInternal", "rateLimited"):
+                raise IssuerUnavailable(
+                    f"the ACME CA is failing: {exc.detail or exc.code}", UNAVAILABLE_RETRY_AFTER
+                ) from None
+            raise IssuanceError(f"the ACME CA refused: {exc.code}: {exc.detail}") from None
+        except acme_errors.ValidationError as exc:
+            raise IssuanceError(
+                "; ".join(_authorization_problem(a) for a in exc.failed_authzrs)
+            ) from None
+        except acme_errors.ClientError as exc:
+            response = exc.args[0] if exc.args else None
+            if isinstance(response, requests.Response) and response.status_code >= 500:
+                raise IssuerUnavailable(
+                    f"the ACME CA answered HTTP {response.status_code}", UNAVAILABLE_RETRY_AFTER
+                ) from None
+            raise IssuanceError(f"the ACME exchange failed: {exc}") from None
+
+
+def _authorization_problem(authz: messages.AuthorizationResource) -> str:
+    identifier = authz.body.identifier.value
+    for challenge in authz.body.challenges:
+        if challenge.error is not None:
+            return f"validation of {identifier} failed: {challenge.error.detail}"
+    return f"validation of {identifier} ended {authz.body.status}"
+
+
+def zone_servers(zone: str) -> list[tuple[str, int]]:
+    """The zone's authoritative servers from its NS records, as the public DNS has them."""
+    try:
+        hosts = [str(r.target) for r in dns.resolver.resolve(zone, "NS")]
+        return [(str(dns.resolver.resolve(h, "A")[0]), 53) for h in hosts]
+    except dns.exception.DNSException as exc:
+        raise IssuerUnavailable(
+            f"cannot look up the NS of {zone} ({exc}); give the servers with --zone-dns HOST:PORT",
+            60,
+        ) from None
