@@ -72,6 +72,33 @@ def lanlock_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "lanlock", *args]
 
 
+class PortClash(RuntimeError):
+    """The free port we picked was taken before the server bound it: pick another."""
+
+
+def with_fresh_ports(start):  # type: ignore[no-untyped-def]
+    """Retry a start whose randomly chosen port was taken meanwhile (tests run in parallel)."""
+
+    def starter(*args, **kwargs):  # type: ignore[no-untyped-def]
+        for _ in range(4):
+            try:
+                return start(*args, **kwargs)
+            except PortClash:
+                if kwargs.get("port"):
+                    raise
+        return start(*args, **kwargs)
+
+    return starter
+
+
+def exited_at_start(what: str, log: Path) -> RuntimeError:
+    text = log.read_text(errors="replace")
+    if "address already in use" in text.lower():
+        return PortClash(text)
+    return RuntimeError(f"{what} exited at start:\n{text}")
+
+
+@with_fresh_ports
 def start_cloud(
     store_url: str,
     data_dir: Path,
@@ -106,7 +133,7 @@ def start_cloud(
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the cloud exited at start:\n{log.read_text()}")
+            raise exited_at_start("the cloud", log)
         with contextlib.suppress(httpx.HTTPError):
             health = httpx.get(
                 health_url or cloud.url + "/healthz", timeout=1, verify=health_verify
@@ -160,6 +187,7 @@ class RunningBox:
                 self.process.wait(5)
 
 
+@with_fresh_ports
 def start_box(data_dir: Path, *extra: str, address: str = "10.0.0.7") -> RunningBox:
     """``lanlock box run`` on free loopback ports, waiting until its HTTP listener answers."""
     http_port, https_port = free_port(), free_port()
@@ -186,7 +214,7 @@ def start_box(data_dir: Path, *extra: str, address: str = "10.0.0.7") -> Running
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the box exited at start:\n{log.read_text()}")
+            raise exited_at_start("the box", log)
         with contextlib.suppress(httpx.HTTPError):
             httpx.get(box.http_url + "/status.json", timeout=2)
             return box
