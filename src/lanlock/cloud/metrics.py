@@ -29,6 +29,12 @@ class CloudMetrics:
             registry=self.registry,
         )
 
+        self.bad_nonce_retries = Counter(
+            "lanlock_acme_bad_nonce_retries",
+            "Requests to the ACME CA retried after badNonce",
+            registry=self.registry,
+        )
+
     def count(self, outcome: str, code: str | None = None) -> None:
         self.requests.labels(outcome=outcome, code=code or "").inc()
 

@@ -14,6 +14,7 @@ from lanlock.cloud.authority import load_or_create_authority
 from lanlock.cloud.issuers import Issuer
 from lanlock.cloud.issuers.acme import AcmeIssuer, AcmeSettings
 from lanlock.cloud.issuers.local import LocalIssuer
+from lanlock.cloud.metrics import CloudMetrics
 from lanlock.cloud.secret import load_or_create_secret
 from lanlock.cloud.x509 import X509Service, X509Settings
 from lanlock.store import Store
@@ -56,7 +57,8 @@ def build_service(settings: CloudSettings, store: Store | None = None) -> X509Se
     zone = names.normalize_zone(settings.zone)
     store = store or open_store(settings)
     secret = load_or_create_secret(settings.data_dir / "secret.key")
-    issuer = make_issuer(settings, store, zone, secret)
+    metrics = CloudMetrics()
+    issuer = make_issuer(settings, store, zone, secret, metrics)
     return X509Service(
         store,
         issuer,
@@ -66,10 +68,13 @@ def build_service(settings: CloudSettings, store: Store | None = None) -> X509Se
             failure_window=settings.failure_window,
             lease_seconds=settings.lease_seconds,
         ),
+        metrics,
     )
 
 
-def make_issuer(settings: CloudSettings, store: Store, zone: str, secret: bytes) -> Issuer:
+def make_issuer(
+    settings: CloudSettings, store: Store, zone: str, secret: bytes, metrics: CloudMetrics
+) -> Issuer:
     if settings.issuer == "acme":
         if not settings.acme_directory:
             raise ValueError("--issuer acme needs --acme-directory URL (the CA's directory)")
@@ -83,6 +88,7 @@ def make_issuer(settings: CloudSettings, store: Store, zone: str, secret: bytes)
             ),
             secret,
             zone,
+            metrics,
         )
     ca = load_or_create_authority(store, zone, secret)
     return LocalIssuer(ca, dt.timedelta(days=settings.lifetime_days))

@@ -38,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 
 from lanlock import pki
 from lanlock.cloud.issuers.base import IssuanceError, Issued, IssuerUnavailable
+from lanlock.cloud.metrics import CloudMetrics
 from lanlock.store import Store
 from lanlock.store.models import AcmeAccount, ChallengeRecord
 
@@ -66,9 +67,16 @@ class AcmeSettings:
 class PatientNetwork(client.ClientNetwork):
     """A ClientNetwork that retries a rejected nonce several times, not once."""
 
-    def __init__(self, *args: Any, bad_nonce_retries: int = 10, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        bad_nonce_retries: int = 10,
+        on_bad_nonce: Callable[[], None] = lambda: None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.bad_nonce_retries = bad_nonce_retries
+        self.on_bad_nonce = on_bad_nonce
 
     def post(self, *args: Any, **kwargs: Any) -> requests.Response:
         for _ in range(self.bad_nonce_retries):
@@ -78,6 +86,7 @@ class PatientNetwork(client.ClientNetwork):
                 if error.code != "badNonce":
                     raise
                 log.debug("the CA rejected our nonce; retrying with a fresh one")
+                self.on_bad_nonce()
         return self._post_once(*args, **kwargs)
 
 
@@ -85,8 +94,16 @@ class AcmeIssuer:
     name = "acme"
     requires_csr_names = True
 
-    def __init__(self, store: Store, settings: AcmeSettings, secret: bytes, zone: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: AcmeSettings,
+        secret: bytes,
+        zone: str,
+        metrics: CloudMetrics | None = None,
+    ) -> None:
         self.store = store
+        self.metrics = metrics or CloudMetrics()
         self.settings = settings
         self.secret = secret
         self.zone = zone
@@ -272,6 +289,7 @@ class AcmeIssuer:
             user_agent=USER_AGENT,
             verify_ssl=self.settings.ca_bundle or True,  # type: ignore[arg-type]
             bad_nonce_retries=self.settings.bad_nonce_retries,
+            on_bad_nonce=self.metrics.bad_nonce_retries.inc,
         )
         directory = client.ClientV2.get_directory(self.settings.directory_url, net)
         acme = client.ClientV2(directory, net)
