@@ -13,6 +13,7 @@ from lanlock.box.settings import BoxConfigError
 from lanlock.cloud.cli import OPERATOR_ERRORS, STORE_ERRORS, cloud
 from lanlock.config import default_map, load_file
 from lanlock.demo import demo
+from lanlock.dns.cli import dns
 
 
 class LanlockGroup(click.Group):
@@ -51,3 +52,4 @@ def main(ctx: click.Context, config: str | None) -> None:
 main.add_command(cloud)
 main.add_command(box)
 main.add_command(demo)
+main.add_command(dns)

@@ -1,0 +1,165 @@
+"""Every question the fast path leaves, answered with dnspython's object model.
+
+Correctness first here: dnspython parses every section, EDNS and its options, and renders with
+name compression and truncation. It costs about 100 µs a question, which is fine for the apex,
+the challenge TXT records, EDNS options, unusual opcodes and garbage; the address questions that
+make up nearly all of the traffic go through :mod:`lanlock.dns.fastpath` instead.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdataset
+import dns.rdatatype
+import dns.rdtypes.ANY.TXT
+import dns.rrset
+
+from lanlock.dns.zone import Kind, Node, Zone, address_rdtype
+
+# Advertised and used as the UDP answer limit: the DNS flag day 2020 size, which avoids IP
+# fragmentation on practically every path.
+EDNS_PAYLOAD = 1232
+PLAIN_UDP_LIMIT = 512  # RFC 1035, for a query without EDNS
+TCP_LIMIT = 65535
+_NO_TRANSFER = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
+
+
+class ChallengeValues(Protocol):
+    def values(self, name: str) -> list[str] | None: ...
+
+
+def error_reply(wire: bytes, rcode: int) -> bytes | None:
+    """A bare header answering ``wire`` with ``rcode``, for a query that cannot be parsed.
+
+    None when there is nobody to answer: fewer than 12 bytes, or a response (answering responses
+    would let two servers bounce packets at each other forever).
+    """
+    if len(wire) < 12 or wire[2] & 0x80:
+        return None
+    flags = 0x80 | (wire[2] & 0x79)  # QR, the query's opcode and RD
+    return wire[:2] + bytes((flags, rcode)) + bytes(8)
+
+
+class Responder:
+    """Answers any query for the zone from a :class:`Zone` and the published challenges."""
+
+    def __init__(self, zone: Zone, challenges: ChallengeValues) -> None:
+        self.zone = zone
+        self._challenges = challenges
+        self._negative_soa = dns.rrset.from_rdata_list(
+            zone.origin,
+            min(zone.settings.negative_ttl, zone.settings.apex_ttl),  # RFC 2308 §3
+            list(zone.soa),
+        )
+
+    def respond(self, wire: bytes, *, tcp: bool) -> bytes | None:
+        """The answer's bytes, or None to send nothing."""
+        try:
+            query = dns.message.from_wire(wire)
+        except dns.message.ShortHeader:
+            return None
+        except Exception:  # garbage raises many kinds of error; all of them mean FORMERR
+            return error_reply(wire, dns.rcode.FORMERR)
+        if query.flags & dns.flags.QR:
+            return None
+        response = self.response(query)
+        return response.to_wire(max_size=_limit(query, tcp), prefer_truncation=True)
+
+    def response(self, query: dns.message.Message) -> dns.message.Message:
+        response = dns.message.make_response(query, our_payload=EDNS_PAYLOAD)
+        response.flags |= query.flags & dns.flags.CD  # RFC 4035 §3.1.6
+        if query.edns >= 0 and query.ednsflags & dns.flags.DO:
+            response.ednsflags |= dns.flags.DO  # RFC 3225 §3
+        if query.opcode() != dns.opcode.QUERY:
+            response.set_rcode(dns.rcode.NOTIMP)
+        elif query.edns > 0:
+            response.set_rcode(dns.rcode.BADVERS)  # RFC 6891 §6.1.3: we speak EDNS version 0
+        elif len(query.question) != 1:
+            response.set_rcode(dns.rcode.FORMERR)
+        else:
+            self._answer(response, query.question[0])
+        return response
+
+    def _answer(self, response: dns.message.Message, question: dns.rrset.RRset) -> None:
+        qname, rdtype = question.name, question.rdtype
+        if question.rdclass != dns.rdataclass.IN or not qname.is_subdomain(self.zone.origin):
+            response.set_rcode(dns.rcode.REFUSED)  # not ours: never recurse, never forward
+            return
+        if rdtype in _NO_TRANSFER:
+            response.set_rcode(dns.rcode.REFUSED)
+            return
+        response.flags |= dns.flags.AA
+        labels = tuple(
+            label.lower().decode("latin-1") for label in qname.relativize(self.zone.origin).labels
+        )
+        node = self.zone.node(labels)
+        if node.kind is Kind.NONEXISTENT:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+            response.authority.append(self._negative_soa)
+        elif node.kind is Kind.CHALLENGE and rdtype in (dns.rdatatype.TXT, dns.rdatatype.ANY):
+            self._challenge(response, qname, self.zone.challenge_name(labels))
+        else:
+            self._records(response, qname, rdtype, node)
+
+    def _records(
+        self,
+        response: dns.message.Message,
+        qname: dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
+        node: Node,
+    ) -> None:
+        records = node.records
+        if node.address is not None:
+            address_type = address_rdtype(node.address)
+            ttl = self.zone.settings.address_ttl
+            records = {
+                address_type: dns.rdataset.from_text(
+                    dns.rdataclass.IN, address_type, ttl, str(node.address)
+                )
+            }
+        if rdtype == dns.rdatatype.ANY and records:
+            rdtype = next(iter(records))  # RFC 8482: one RRset of the name, not all of them
+        rdataset = records.get(rdtype)
+        if rdataset is None:
+            response.authority.append(self._negative_soa)  # NODATA (RFC 2308 §2.2)
+            return
+        response.answer.append(dns.rrset.from_rdata_list(qname, rdataset.ttl, list(rdataset)))
+        if rdtype == dns.rdatatype.NS:
+            for name, glue in self.zone.glue():
+                response.additional.append(dns.rrset.from_rdata_list(name, glue.ttl, list(glue)))
+
+    def _challenge(self, response: dns.message.Message, qname: dns.name.Name, key: str) -> None:
+        values = self._challenges.values(key)
+        if values is None:
+            response.set_rcode(dns.rcode.SERVFAIL)  # the store is out of reach: do not guess
+        elif not values:
+            response.authority.append(self._negative_soa)
+        else:
+            rdatas = [_txt(value) for value in values]
+            response.answer.append(
+                dns.rrset.from_rdata_list(qname, self.zone.settings.challenge_ttl, rdatas)
+            )
+
+
+def _txt(value: str) -> dns.rdtypes.ANY.TXT.TXT:
+    data = value.encode()
+    # One TXT string holds at most 255 bytes; longer values are split, as RFC 7208 §3.3 reads them.
+    chunks = [data[i : i + 255] for i in range(0, len(data), 255)] or [b""]
+    return dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, chunks)
+
+
+def _limit(query: dns.message.Message, tcp: bool) -> int:
+    """The largest answer this client accepts over this transport (RFC 6891 §6.2.5)."""
+    if tcp:
+        return TCP_LIMIT
+    if query.edns < 0:
+        return PLAIN_UDP_LIMIT
+    return min(max(query.payload, PLAIN_UDP_LIMIT), EDNS_PAYLOAD)

@@ -1,0 +1,140 @@
+"""The DNS-01 TXT values the cloud publishes in the shared store, as seen by one DNS worker.
+
+Each worker keeps a snapshot of every unexpired row of ``acme_challenges`` and a thread renews it
+every ``refresh`` seconds (0.25 by default), so a value the cloud writes is answered within about
+a quarter of a second, by every worker of every replica. A snapshot rather than a query per TXT
+question because:
+
+* the store stays off the answering thread: a slow or unreachable store (a PostgreSQL fail-over,
+  a locked SQLite file) delays the next snapshot, never an answer, and never the address answers
+  that share the worker;
+* the load on the store is fixed (``1 / refresh`` small queries a second per worker) whatever the
+  rate of TXT questions, including a flood of them for made-up scopes;
+* a snapshot lookup costs a dict access; a query costs a round trip per question (measured in
+  ``bench/dns_paths.py``).
+
+When no snapshot could be taken for ``stale_after`` seconds, :meth:`ChallengeBoard.values`
+returns None and the server answers SERVFAIL: "I don't know" is true, and a resolver then asks
+another name server instead of caching a wrong "no such record".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections import defaultdict
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from lanlock.store.models import ChallengeRecord
+
+log = logging.getLogger(__name__)
+
+Snapshot = dict[str, list[tuple[str, dt.datetime]]]
+
+
+class ChallengeBoard:
+    """Published challenge values by name, renewed in the background."""
+
+    def __init__(self, store_url: str, refresh: float = 0.25, stale_after: float = 5.0) -> None:
+        self._engine = read_engine(store_url)
+        self._refresh = refresh
+        self._stale_after = stale_after
+        self._snapshot: Snapshot = {}
+        self._taken_at = float("-inf")  # monotonic time of the last good snapshot
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="challenges", daemon=True)
+
+    def start(self) -> None:
+        """Take a first snapshot (so that the first TXT answer is not SERVFAIL), then go on in
+        the background; a store out of reach now is logged and tried again there."""
+        self._try_refresh(failing=False)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._engine.dispose()
+
+    def values(self, name: str) -> list[str] | None:
+        """The values published at ``name`` (lower case, no final dot); None if unknown now."""
+        if time.monotonic() - self._taken_at > self._stale_after:
+            return None
+        now = dt.datetime.now(dt.UTC)
+        return [value for value, expires_at in self._snapshot.get(name, ()) if expires_at > now]
+
+    def refresh_now(self) -> None:
+        """Take a snapshot on the calling thread (the worker's thread does this in a loop)."""
+        self._snapshot = take_snapshot(self._engine)
+        self._taken_at = time.monotonic()
+
+    def _run(self) -> None:
+        failing = self._taken_at == float("-inf")
+        while not self._stop.wait(self._refresh):
+            failing = self._try_refresh(failing)
+
+    def _try_refresh(self, failing: bool) -> bool:
+        """Refresh, logging only the changes between working and failing; whether it failed."""
+        try:
+            self.refresh_now()
+        except (SQLAlchemyError, OSError) as exc:
+            if not failing:
+                log.warning("cannot read challenge values from the store: %s", exc)
+            return True
+        if failing:
+            log.info("the store answers again; challenge values are current")
+        return False
+
+
+def take_snapshot(engine: Engine) -> Snapshot:
+    """Every unexpired value, grouped by name, in the order the cloud wrote them."""
+    table = ChallengeRecord.__table__
+    query = (
+        select(table.c.name, table.c.value, table.c.expires_at)
+        .where(table.c.expires_at > dt.datetime.now(dt.UTC))
+        .order_by(table.c.id)
+    )
+    snapshot: Snapshot = defaultdict(list)
+    with engine.connect() as conn:
+        for name, value, expires_at in conn.execute(query):
+            snapshot[name].append((value, expires_at))
+    return dict(snapshot)
+
+
+def read_engine(url: str) -> Engine:
+    """An engine that only reads, in autocommit, and gives up quickly.
+
+    Not :class:`lanlock.store.Store`'s engine: on SQLite that one opens every transaction with
+    ``BEGIN IMMEDIATE`` (the write lock, right for the cloud's read-modify-write), which a reader
+    polling several times a second must not take; and its timeouts (30 s busy wait, 10 s pool
+    wait) suit requests that must succeed, not a poll that simply tries again.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(
+            url,
+            isolation_level="AUTOCOMMIT",
+            pool_size=1,
+            max_overflow=0,
+            connect_args={"timeout": 1, "check_same_thread": False},
+        )
+        event.listen(engine, "connect", _sqlite_read_only)
+        return engine
+    return create_engine(
+        url,
+        isolation_level="AUTOCOMMIT",
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=2,
+        connect_args={"connect_timeout": 3, "options": "-c statement_timeout=2000"},
+    )
+
+
+def _sqlite_read_only(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA query_only = ON")
+    cursor.close()

@@ -1,0 +1,160 @@
+"""``lanlock dns …``: the IoT zone's authoritative DNS server."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from lanlock import names
+from lanlock.config import default_data_dir, option
+from lanlock.dns import server
+from lanlock.dns.worker import WorkerSettings
+from lanlock.dns.zone import (
+    DEFAULT_CAA_ISSUER,
+    DEFAULT_ZONE,
+    ZoneError,
+    ZoneSettings,
+    nameservers_from,
+    parse_address,
+    parse_nameserver,
+)
+
+
+def default_store() -> str:
+    """The cloud's default store: the cloud publishes the challenges that the DNS answers."""
+    return f"sqlite:///{default_data_dir('cloud') / 'cloud.db'}"
+
+
+@click.group()
+def dns() -> None:
+    """The IoT zone's authoritative DNS server."""
+
+
+@dns.command()
+@option(
+    "--store",
+    default=None,
+    metavar="URL",
+    help="SQLAlchemy URL of the store shared with the cloud [default: the cloud's default store]",
+)
+@option("--zone", default=DEFAULT_ZONE, show_default=True, help="the IoT zone")
+@option("--host", default=server.DEFAULT_HOST, show_default=True, help="address to listen on")
+@option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=server.DEFAULT_PORT,
+    show_default=True,
+    help="UDP and TCP port",
+)
+@option(
+    "--workers",
+    type=click.IntRange(0, 256),
+    default=0,
+    help="worker processes [default: one per core; always 1 without Linux's SO_REUSEPORT]",
+)
+@option(
+    "--ns",
+    "nameservers",
+    multiple=True,
+    metavar="NAME=IP",
+    help="a name server of the zone and its address (glue); repeat for more names and "
+    "addresses [default: ns1.<zone>=127.0.0.1]",
+)
+@option(
+    "--caa-issuer",
+    multiple=True,
+    default=[DEFAULT_CAA_ISSUER],
+    show_default=True,
+    metavar="DOMAIN",
+    help="the only CA allowed to issue for the zone (CAA issue and issuewild); repeat for more",
+)
+@option(
+    "--site-address",
+    multiple=True,
+    metavar="IP",
+    help="A/AAAA of the zone's apex (the vendor's site); repeat for more",
+)
+@option(
+    "--allow-public",
+    is_flag=True,
+    help="also answer names of public addresses (by default only LAN ranges)",
+)
+@option(
+    "--rrl",
+    type=click.FloatRange(0),
+    default=0.0,
+    metavar="N",
+    help="response-rate limit: UDP answers a second per source /24 or /56, per worker; 0: off",
+)
+@option(
+    "--tcp-idle-timeout",
+    type=click.FloatRange(0.1),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="close a TCP connection without a query for this long",
+)
+@option(
+    "--tcp-max-connections",
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    metavar="N",
+    help="open TCP connections per worker",
+)
+def serve(
+    store: str | None,
+    zone: str,
+    host: str,
+    port: int,
+    workers: int,
+    nameservers: tuple[str, ...],
+    caa_issuer: tuple[str, ...],
+    site_address: tuple[str, ...],
+    allow_public: bool,
+    rrl: float,
+    tcp_idle_timeout: float,
+    tcp_max_connections: int,
+) -> None:
+    """Answer for the zone over UDP and TCP until SIGTERM or Ctrl-C."""
+    try:
+        zone_settings = zone_settings_from(
+            zone, nameservers, caa_issuer, site_address, allow_public
+        )
+    except (ZoneError, names.InvalidName) as exc:
+        raise click.UsageError(str(exc)) from None
+    settings = server.ServerSettings(
+        worker=WorkerSettings(
+            zone=zone_settings,
+            store_url=store or default_store(),
+            tcp_idle_timeout=tcp_idle_timeout,
+            tcp_max_connections=tcp_max_connections,
+            rrl_rate=rrl,
+        ),
+        host=host,
+        port=port,
+        workers=workers,
+    )
+    try:
+        status = server.serve(settings)
+    except (server.PortInUse, ZoneError) as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(status)
+
+
+def zone_settings_from(
+    zone: str,
+    nameservers: tuple[str, ...],
+    caa_issuers: tuple[str, ...],
+    site_addresses: tuple[str, ...],
+    allow_public: bool,
+) -> ZoneSettings:
+    zone = names.normalize_zone(zone)
+    return ZoneSettings(
+        zone=zone,
+        nameservers=nameservers_from(parse_nameserver(text, zone) for text in nameservers),
+        caa_issuers=tuple(names.normalize_zone(issuer) for issuer in caa_issuers),
+        site_addresses=tuple(parse_address(text, "--site-address") for text in site_addresses),
+        allow_public=allow_public,
+    )

@@ -1,0 +1,183 @@
+"""The real ``lanlock dns serve`` on a free loopback port, and a client that talks to it."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+
+from lanlock.store import Store
+from lanlock.store.models import ChallengeRecord
+from tests.servers import ZONE, free_port, lanlock_command
+
+HOST = "127.0.0.1"
+START_TIMEOUT = 30.0
+
+
+@dataclass
+class RunningDNS:
+    port: int
+    store_url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    zone: str = ZONE
+
+    def ask(
+        self,
+        name: str,
+        rdtype: str | int = "A",
+        transport: str = "udp",
+        timeout: float = 2.0,
+        **make_query: object,
+    ) -> dns.message.Message:
+        """Ask a question as a client would; dnspython checks the answer matches the query."""
+        query = dns.message.make_query(name, rdtype, **make_query)  # type: ignore[arg-type]
+        return self.send(query, transport, timeout)
+
+    def send(
+        self, query: dns.message.Message, transport: str = "udp", timeout: float = 2.0
+    ) -> dns.message.Message:
+        if transport == "tcp":
+            return dns.query.tcp(query, HOST, port=self.port, timeout=timeout)
+        return dns.query.udp(query, HOST, port=self.port, timeout=timeout, ignore_trailing=False)
+
+    def send_udp_bytes(self, data: bytes, timeout: float = 1.0) -> bytes | None:
+        """Send raw bytes in one datagram; the reply's bytes, or None if none came in time."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(timeout)
+            sock.sendto(data, (HOST, self.port))
+            try:
+                return sock.recv(65535)
+            except TimeoutError:
+                return None
+
+    def tcp_connection(self, timeout: float = 2.0) -> socket.socket:
+        return socket.create_connection((HOST, self.port), timeout=timeout)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def start_dns(store_url: str, tmp_path: Path, *extra: str, workers: int = 2) -> RunningDNS:
+    """Start the server and wait until it answers; a port that is taken is tried again."""
+    for _attempt in range(3):
+        port = free_port()
+        log = tmp_path / f"dns-{port}.log"
+        process = subprocess.Popen(
+            lanlock_command(
+                "dns",
+                "serve",
+                "--store",
+                store_url,
+                "--zone",
+                ZONE,
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                *extra,
+            ),
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        server = RunningDNS(port, store_url, process, log)
+        if _wait_until_answering(server):
+            return server
+        server.stop()
+        if "cannot listen" not in server.log_text():
+            break
+    raise RuntimeError(f"lanlock dns serve did not start:\n{server.log_text()}")
+
+
+def _wait_until_answering(server: RunningDNS) -> bool:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            return False
+        with contextlib.suppress(dns.exception.Timeout, OSError):
+            server.ask(ZONE, "SOA", timeout=0.2)
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def running_dns(
+    store_url: str, tmp_path: Path, *extra: str, workers: int = 2
+) -> Iterator[RunningDNS]:
+    server = start_dns(store_url, tmp_path, *extra, workers=workers)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def publish(
+    store_url: str, name: str, *values: str, ttl: dt.timedelta = dt.timedelta(minutes=5)
+) -> None:
+    """Write challenge values as the cloud does: rows of ``acme_challenges``."""
+    store = Store(store_url, pool_size=1)
+    try:
+        with store.transaction() as session:
+            expires_at = dt.datetime.now(dt.UTC) + ttl
+            session.add_all(
+                ChallengeRecord(name=name, value=v, expires_at=expires_at) for v in values
+            )
+    finally:
+        store.dispose()
+
+
+def unpublish(store_url: str, name: str) -> None:
+    store = Store(store_url, pool_size=1)
+    try:
+        with store.transaction() as session:
+            session.query(ChallengeRecord).filter_by(name=name).delete()
+    finally:
+        store.dispose()
+
+
+def txt_values(server: RunningDNS, name: str, transport: str = "udp") -> set[str]:
+    """The TXT values a client gets for ``name``; the answer must be authoritative NOERROR."""
+    response = server.ask(name, "TXT", transport)
+    assert response.rcode() == dns.rcode.NOERROR
+    assert response.flags & dns.flags.AA
+    return {b"".join(rdata.strings).decode() for rrset in response.answer for rdata in rrset}
+
+
+def seconds_until_everywhere(
+    server: RunningDNS, name: str, expected: set[str], transport: str = "udp"
+) -> float:
+    """Seconds from now until ten answers in a row are ``expected``.
+
+    Each question comes from a new source port, and the kernel spreads source ports over the
+    workers, each with its own snapshot of the store: ten answers in a row are ten draws.
+    """
+    started = time.monotonic()
+    in_a_row = 0
+    while in_a_row < 10:
+        if time.monotonic() - started > 5:
+            raise AssertionError(f"{name} answers {txt_values(server, name)}, not {expected}")
+        in_a_row = in_a_row + 1 if txt_values(server, name, transport) == expected else 0
+        if not in_a_row:
+            time.sleep(0.02)
+    return time.monotonic() - started

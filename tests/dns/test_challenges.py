@@ -1,0 +1,98 @@
+"""The DNS-01 TXT values the cloud writes in the shared store, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from tests.dns.running import (
+    RunningDNS,
+    publish,
+    running_dns,
+    seconds_until_everywhere,
+    txt_values,
+    unpublish,
+)
+from tests.servers import fresh_store_url
+
+ZONE = "iot.test"
+FRESH_WITHIN = 1.0  # seconds from the cloud's commit to the answer (the issue's promise)
+
+
+@pytest.fixture(params=["sqlite", "postgres"], scope="module")
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningDNS]:
+    tmp = tmp_path_factory.mktemp(f"dns-{request.param}")
+    with fresh_store_url(request.param, tmp) as url, running_dns(url, tmp) as running:
+        yield running
+
+
+def settles(server: RunningDNS, name: str, expected: set[str]) -> None:
+    assert seconds_until_everywhere(server, name, expected) < FRESH_WITHIN
+
+
+def test_a_published_value_is_answered_within_a_second(server: RunningDNS, scope: str) -> None:
+    name = f"_acme-challenge.{scope}.{ZONE}"
+    assert txt_values(server, name) == set()
+    publish(server.store_url, name, "token-one")
+    settles(server, name, {"token-one"})
+
+
+def test_a_removed_value_disappears_within_a_second(server: RunningDNS, scope: str) -> None:
+    name = f"_acme-challenge.{scope}.{ZONE}"
+    publish(server.store_url, name, "going")
+    settles(server, name, {"going"})
+    unpublish(server.store_url, name)
+    settles(server, name, set())
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_every_value_at_a_name_is_answered(server: RunningDNS, scope: str, transport: str) -> None:
+    """The wildcard and the base name share one challenge name: two values, and more."""
+    name = f"_acme-challenge.{scope}.{ZONE}"
+    values = {"wildcard-Kd8Q1x", "base-name-9fJ2aa", "a-third-one"}
+    publish(server.store_url, name, *values)
+    settles(server, name, values)
+    response = server.ask(name, "TXT", transport)
+    assert len(response.answer) == 1
+    assert response.answer[0].ttl == 10
+
+
+def test_expired_values_are_not_answered(server: RunningDNS, scope: str) -> None:
+    name = f"_acme-challenge.{scope}.{ZONE}"
+    publish(server.store_url, name, "expired", ttl=dt.timedelta(seconds=-1))
+    publish(server.store_url, name, "current")
+    settles(server, name, {"current"})
+
+
+def test_values_of_other_names_stay_apart(server: RunningDNS) -> None:
+    scopes = [f"{c * 16}" for c in "abc"]
+    for scope in scopes:
+        publish(server.store_url, f"_acme-challenge.{scope}.{ZONE}", f"value-of-{scope}")
+    for scope in scopes:
+        settles(server, f"_acme-challenge.{scope}.{ZONE}", {f"value-of-{scope}"})
+
+
+def test_the_challenge_name_is_matched_in_any_case(server: RunningDNS, scope: str) -> None:
+    name = f"_acme-challenge.{scope}.{ZONE}"
+    publish(server.store_url, name, "any-case")
+    settles(server, name, {"any-case"})
+    asked = name.upper()
+    response = server.ask(asked, "TXT")
+    assert response.answer[0].name.to_text() == asked + "."
+    assert txt_values(server, asked) == {"any-case"}
+
+
+def test_other_types_at_a_challenge_name_are_nodata(server: RunningDNS, scope: str) -> None:
+    name = f"_acme-challenge.{scope}.{ZONE}"
+    publish(server.store_url, name, "only-txt")
+    settles(server, name, {"only-txt"})
+    response = server.ask(name, "A")
+    assert response.rcode() == dns.rcode.NOERROR
+    assert response.answer == []
+    assert response.authority[0].rdtype == dns.rdatatype.SOA
