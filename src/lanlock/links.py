@@ -38,3 +38,28 @@ def link_is_valid(
         return False
     expected = link_signature(token, path, int(expires))
     return hmac.compare_digest(expected, signature)
+
+
+def body_signature(token: bytes, timestamp: int, body: bytes) -> str:
+    """HMAC-SHA256 over a request's time and body: how a box signs its status reports."""
+    return hmac.new(token, str(timestamp).encode() + b"\n" + body, hashlib.sha256).hexdigest()
+
+
+def body_signature_is_valid(
+    token: bytes,
+    timestamp: str | None,
+    body: bytes,
+    signature: str | None,
+    now: float | None = None,
+    window: int = 300,
+) -> bool:
+    """True for a body signed with ``token`` within ``window`` seconds of now (constant time)."""
+    if not timestamp or not signature or not token:
+        return False
+    try:
+        moment = int(timestamp)
+    except ValueError:
+        return False
+    if abs((time.time() if now is None else now) - moment) > window:
+        return False
+    return hmac.compare_digest(body_signature(token, moment, body), signature)
