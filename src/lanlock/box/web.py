@@ -1,22 +1,544 @@
-"""The box's homepage and its actions (one app, served on HTTP and HTTPS)."""
+"""The box's homepage and its actions (one app, served on HTTP and HTTPS).
+
+The homepage is readable by anyone on the LAN (DESIGN §3): the box's name, address and
+``box_id``, its console, its HTTPS URL, the certificate, the error code with its catalogue entry
+(:func:`lanlock.errors.describe`, the same text the CLI and the console show), and the tail of
+the log. Opening it runs ``check_if_stale()`` (at most once per 10 s), so a refresh retries.
+
+Every action that changes something (credentials, log level, restart) and the admin's log
+download is a POST that must carry three things, checked in this order, and refused with a 403
+page that changes nothing:
+
+* an ``Origin`` (or ``Referer``) naming this very page's scheme, host and port, when the browser
+  sends one — ``Origin: null`` counts as absent: browsers send exactly that on every form POST
+  from a page served with ``Referrer-Policy: no-referrer``, which this page is;
+* a form token: ``<issued>.<HMAC-SHA256(form_secret, "form\\n<issued>")>``, valid for 2 hours;
+* the box's admin password (``lanlock box password``), compared against its scrypt hash in
+  constant time.
+
+The console's "Download logs" links (``GET /logs/download?expires=…&signature=…``, HMAC-SHA256
+with the per-box token over path and expiry) need no password: the link is the proof.
+
+No inline script or style: the page's one small script and its stylesheet are served by the app
+(they live next to the templates, so that the package data that ships ``templates/*`` ships them
+too), and the Content-Security-Policy allows only those. The subscription code, the token and
+the password are never logged nor shown; the code appears masked (``••••••1234``).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import datetime as dt
+import hashlib
+import hmac
+import ipaddress
+import logging
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
+import jinja2
+from markupsafe import Markup, escape
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lanlock import errors
+from lanlock.box import logs
+from lanlock.box.password import password_matches
+from lanlock.links import MAX_LINK_SECONDS, link_is_valid
 
 if TYPE_CHECKING:
     from lanlock.box.agent import Agent
+    from lanlock.box.lifecycle import BoxState
+    from lanlock.box.settings import BoxConfig
+
+log = logging.getLogger("lanlock.box.web")
+
+TEMPLATES = Path(__file__).parent / "templates"
+FORM_TOKEN_SECONDS = 2 * 3600
+FORM_TOKEN_SKEW = 60  # a token "issued" up to a minute ahead still passes (clock steps)
+MAX_FORM_BYTES = 16 * 1024
+MAX_FIELD_CHARS = 200
+LOG_DOWNLOAD_PATH = "/logs/download"
+
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src {connect}; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": _CSP.format(connect="'none'"),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_CODE_SPAN = re.compile(r"`([^`]*)`")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class Refused(Exception):
+    """An action refused before anything changed: the page says why."""
+
+    def __init__(self, status: int, title: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.title, self.message = status, title, message
+
+
+# --- helpers that need no agent --------------------------------------------------------------
+
+
+def form_token(secret: str, now: float | None = None) -> str:
+    issued = int(time.time() if now is None else now)
+    return f"{issued}.{_form_mac(secret, issued)}"
+
+
+def form_token_valid(secret: str, token: str, now: float | None = None) -> bool:
+    issued_text, _, mac = token.partition(".")
+    if not issued_text.isdigit() or len(issued_text) > 12 or not mac:
+        return False
+    issued = int(issued_text)
+    age = (time.time() if now is None else now) - issued
+    if not -FORM_TOKEN_SKEW <= age <= FORM_TOKEN_SECONDS:
+        return False
+    return hmac.compare_digest(_form_mac(secret, issued), mac)
+
+
+def _form_mac(secret: str, issued: int) -> str:
+    return hmac.new(secret.encode(), f"form\n{issued}".encode(), hashlib.sha256).hexdigest()
+
+
+def masked_code(code: str | None) -> str:
+    """``••••••1234``: enough to recognise a code, never enough to use it."""
+    if not code:
+        return ""
+    return "•" * 6 + code[-4:] if len(code) > 8 else "•" * 6
+
+
+def host_is_ip(host: str | None) -> bool:
+    """Whether a Host header names an IP literal (``10.0.0.7``, ``10.0.0.7:8900``, ``[::1]:80``)."""
+    if not host:
+        return False
+    try:
+        name = urlsplit("//" + host).hostname
+    except ValueError:
+        return False
+    if not name:
+        return False
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _origin_key(netloc: str, scheme: str) -> tuple[str, int] | None:
+    try:
+        parts = urlsplit("//" + netloc)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return parts.hostname.lower(), port or (443 if scheme == "https" else 80)
+
+
+def same_origin(request: Request) -> bool:
+    """The Origin (or else the Referer) names this page's origin, or the browser sent neither."""
+    origin = request.headers.get("origin")
+    source = origin if origin and origin != "null" else request.headers.get("referer")
+    if not source:
+        return True
+    try:
+        parts = urlsplit(source)
+    except ValueError:
+        return False
+    scheme = request.url.scheme
+    if parts.scheme != scheme:
+        return False
+    mine = _origin_key(request.headers.get("host", ""), scheme)
+    return mine is not None and _origin_key(parts.netloc, scheme) == mine
+
+
+def download_filename(name: str, now: float | None = None) -> str:
+    safe = _SAFE_NAME.sub("_", name).strip("._") or "box"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    return f"lanlock-{safe}-{stamp}.log"
+
+
+def _codify(text: str | None) -> Markup:
+    """Escape a catalogue text and show its `backticked` commands and files as code."""
+    escaped = str(escape(text or ""))
+    return Markup(_CODE_SPAN.sub(r"<code>\1</code>", escaped))  # noqa: S704 - escaped above
+
+
+def _when(value: str | float | None) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, int | float):
+        moment = dt.datetime.fromtimestamp(value, dt.UTC)
+    else:
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return str(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["codify"] = _codify
+    env.filters["when"] = _when
+    return env
+
+
+class _SecurityHeaders:
+    """Adds the security headers to every response that does not set its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for key, value in SECURITY_HEADERS.items():
+                    headers.setdefault(key, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+# --- the app ---------------------------------------------------------------------------------
+
+
+class _Pages:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.env = _templates()
+        self.static = {
+            "box.js": ((TEMPLATES / "box.js").read_bytes(), "text/javascript; charset=utf-8"),
+            "box.css": ((TEMPLATES / "box.css").read_bytes(), "text/css; charset=utf-8"),
+        }
+
+    # --- rendering -------------------------------------------------------------------------
+
+    def render(
+        self, template: str, status: int = 200, csp: str | None = None, **ctx: Any
+    ) -> Response:
+        body = self.env.get_template(template).render(**ctx)
+        headers = {"Content-Security-Policy": csp} if csp else None
+        return HTMLResponse(body, status_code=status, headers=headers)
+
+    def refused(self, refusal: Refused) -> Response:
+        return self.render(
+            "message.html",
+            status=refusal.status,
+            title=refusal.title,
+            message=refusal.message,
+            refresh=False,
+        )
+
+    def box_name(self, config: BoxConfig) -> str:
+        return config.name or self.agent.box_id
+
+    # --- read-only pages -------------------------------------------------------------------
+
+    async def home(self, request: Request) -> Response:
+        agent = self.agent
+        state: BoxState = await run_in_threadpool(agent.check_if_stale)
+        config = agent.config
+        host = request.headers.get("host", "")
+        log.debug("homepage opened as %r over %s", host, request.url.scheme)
+        cert_valid = state.state == "valid" and bool(state.url)
+        rebinding = cert_valid and host_is_ip(host)
+        csp = None
+        if rebinding:
+            csp = _CSP.format(connect=_origin_of(state.url or ""))
+        tail = await run_in_threadpool(logs.tail, agent.log_file)
+        return self.render(
+            "home.html",
+            csp=csp,
+            name=self.box_name(config),
+            named=bool(config.name),
+            box_id=agent.box_id,
+            address=agent.address,
+            https_port=agent.settings.https_port,
+            console_url=config.console_url,
+            db_uuid=config.db_uuid or "",
+            code_masked=masked_code(config.enterprise_code),
+            has_code=bool(config.enterprise_code),
+            has_token=bool(config.token),
+            state=state,
+            cert_valid=cert_valid,
+            help=errors.describe(state.code, state.reason) if state.code else None,
+            rebinding=rebinding,
+            https_name=urlsplit(state.url).hostname if state.url else "",
+            ping_url=(state.url or "") + "ping",
+            zone=config.zone or "",
+            levels=logs.LEVELS,
+            level=config.log_level or logs.DEFAULT_LEVEL,
+            level_until=config.log_level_until if config.log_level else None,
+            default_level=logs.DEFAULT_LEVEL,
+            raised_hours=logs.RAISED_LEVEL_SECONDS // 3600,
+            csrf=form_token(config.form_secret),
+            log_tail="\n".join(tail),
+        )
+
+    async def status(self, _: Request) -> Response:
+        state = await run_in_threadpool(self.agent.check_if_stale)
+        return JSONResponse(
+            state.as_dict() | {"box_id": self.agent.box_id, "address": self.agent.address}
+        )
+
+    async def ping(self, _: Request) -> Response:
+        # Fetched by the homepage's script from the HTTPS name, to learn whether that name
+        # resolves and connects from the user's network (the DNS-rebinding check).
+        return Response(status_code=204, headers={"Access-Control-Allow-Origin": "*"})
+
+    async def static_file(self, request: Request) -> Response:
+        found = self.static.get(request.path_params["name"])
+        if found is None:
+            return Response("not found", status_code=404, media_type="text/plain")
+        content, media_type = found
+        return Response(content, media_type=media_type, headers={"Cache-Control": "no-cache"})
+
+    # --- actions ---------------------------------------------------------------------------
+
+    async def _read_form(self, request: Request) -> dict[str, str]:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            raise Refused(415, "Not a form", "The box accepts only its own forms.")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                raise Refused(413, "Form too large", "The form sent is too large.")
+        try:
+            fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+        except (UnicodeDecodeError, ValueError):
+            raise Refused(400, "Unreadable form", "The form sent cannot be read.") from None
+        return {key: values[0] for key, values in fields.items()}
+
+    async def _authorized(self, request: Request, action: str) -> tuple[dict[str, str], BoxConfig]:
+        """The form and fresh settings once origin, form token and password all hold."""
+        client = request.client.host if request.client else "?"
+        if not same_origin(request):
+            log.warning("%s refused: the form came from another site (client %s)", action, client)
+            raise Refused(
+                403,
+                "Refused: sent from another site",
+                "This form was sent from a page that is not this box's homepage, so the box "
+                "refused it and changed nothing. Open the box's homepage and use its forms.",
+            )
+        form = await self._read_form(request)
+        config = await run_in_threadpool(self.agent.read_config)
+        if not form_token_valid(config.form_secret, form.get("csrf", "")):
+            log.warning("%s refused: missing or invalid form token (client %s)", action, client)
+            raise Refused(
+                403,
+                "Refused: the form has expired",
+                "The form is older than 2 hours, or did not come from this box's homepage, so "
+                "the box refused it and changed nothing. Reload the homepage and try again.",
+            )
+        password = form.get("password", "")
+        if not await run_in_threadpool(password_matches, password, config.password_hash):
+            log.warning("%s refused: wrong admin password (client %s)", action, client)
+            raise Refused(
+                403,
+                "Refused: wrong admin password",
+                "The admin password is missing or wrong, so the box changed nothing. The "
+                "password is shown on the box by the command `lanlock box password`.",
+            )
+        return form, config
+
+    async def action(self, request: Request) -> Response:
+        handler = {
+            "/credentials": self._credentials,
+            "/log-level": self._log_level,
+            "/restart": self._restart,
+            LOG_DOWNLOAD_PATH: self._download_admin,
+        }[request.url.path]
+        try:
+            return await handler(request)
+        except Refused as refusal:
+            return self.refused(refusal)
+
+    async def _credentials(self, request: Request) -> Response:
+        form, config = await self._authorized(request, "credential change")
+        if form.get("action") == "clear":
+            config.db_uuid = config.enterprise_code = None
+            log.warning("credentials cleared from the homepage")
+        else:
+            db_uuid = _field(form, "db_uuid", "database UUID")
+            code = _field(form, "code", "subscription code")
+            if not db_uuid:
+                raise Refused(
+                    400,
+                    "Database UUID missing",
+                    "Enter the database UUID (or use Clear to forget the credentials); nothing "
+                    "was changed.",
+                )
+            if not code and not config.enterprise_code:
+                raise Refused(
+                    400,
+                    "Subscription code missing",
+                    "Enter the subscription code; nothing was changed.",
+                )
+            config.db_uuid = db_uuid
+            if code:
+                config.enterprise_code = code
+            log.warning("credentials changed from the homepage (database %s)", db_uuid)
+        await run_in_threadpool(self.agent.write_config, config)
+        await run_in_threadpool(self.agent.check)  # DESIGN §5: check after new credentials
+        return RedirectResponse("/", status_code=303)
+
+    async def _log_level(self, request: Request) -> Response:
+        form, config = await self._authorized(request, "log level change")
+        level = form.get("level", "").strip().upper()
+        if level not in logs.LEVELS:
+            raise Refused(
+                400,
+                "Unknown log level",
+                f"Choose one of {', '.join(logs.LEVELS)}; nothing was changed.",
+            )
+        if level == logs.DEFAULT_LEVEL:
+            config.log_level = config.log_level_until = None
+        else:
+            config.log_level = level
+            config.log_level_until = time.time() + logs.RAISED_LEVEL_SECONDS
+        await run_in_threadpool(self.agent.write_config, config)
+        logs.apply_level(config)
+        log.warning(
+            "log level set to %s from the homepage%s",
+            level,
+            f" until {_when(config.log_level_until)}" if config.log_level_until else "",
+        )
+        return RedirectResponse("/", status_code=303)
+
+    async def _restart(self, request: Request) -> Response:
+        await self._authorized(request, "restart")
+        log.warning("restart asked from the homepage")
+        response = self.render(
+            "message.html",
+            status=200,
+            title="Restarting",
+            message="The box is restarting; this page goes back to the homepage in a few seconds.",
+            refresh=True,
+        )
+        response.background = BackgroundTask(self.agent.stop, restart=True)
+        return response
+
+    async def _download_admin(self, request: Request) -> Response:
+        _, config = await self._authorized(request, "log download")
+        return await self._log_file(config, "by the admin")
+
+    async def download_link(self, request: Request) -> Response:
+        """``GET /logs/download?expires=…&signature=…``: a link signed by the console."""
+        config = self.agent.config
+        expires = request.query_params.get("expires")
+        signature = request.query_params.get("signature")
+        try:
+            token = bytes.fromhex(config.token or "")
+        except ValueError:
+            token = b""
+        refusal: tuple[str, str] | None = None
+        if not expires or not signature:
+            refusal = (
+                "no signed link",
+                "This address needs a download link made by the box's console, or the admin "
+                "password: use Download logs on the box's homepage or on its console card.",
+            )
+        elif not token:
+            refusal = (
+                "the box has no console token",
+                "This box is not paired with a console, so it accepts no signed download "
+                "link. Use Download logs on the box's homepage, with the admin password.",
+            )
+        elif expires.isdigit() and int(expires) < time.time():
+            refusal = (
+                "the link has expired",
+                "This download link has expired. Open Download logs on the console again to "
+                "get a fresh link.",
+            )
+        elif not link_is_valid(token, LOG_DOWNLOAD_PATH, expires, signature):
+            refusal = (
+                "the link's signature does not hold",
+                "This download link is not valid for this box: it was altered, made for "
+                f"another box, or lasts more than {MAX_LINK_SECONDS // 60} minutes. Open "
+                "Download logs on the console again.",
+            )
+        if refusal:
+            log.warning("log download refused: %s", refusal[0])
+            return self.refused(Refused(403, "Download refused", refusal[1]))
+        return await self._log_file(config, "through a link signed by the console")
+
+    async def _log_file(self, config: BoxConfig, how: str) -> Response:
+        log.info("log file downloaded %s", how)
+        path = self.agent.log_file
+        # A snapshot (at most the 1 MiB of the current file): the log keeps growing while it is
+        # sent, and a file read to its end then would not match its announced length.
+        content = await run_in_threadpool(_read_or_empty, path)
+        filename = download_filename(self.box_name(config))
+        return Response(
+            content,
+            media_type="text/plain; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+
+def _field(form: dict[str, str], key: str, label: str) -> str:
+    value = form.get(key, "").strip()
+    if len(value) > MAX_FIELD_CHARS or _CONTROL.search(value):
+        raise Refused(400, f"Invalid {label}", f"The {label} is not valid; nothing was changed.")
+    return value
+
+
+def _read_or_empty(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 def create_app(agent: Agent) -> Starlette:
-    async def status(_: Request) -> Response:
-        state = await run_in_threadpool(agent.check_if_stale)
-        return JSONResponse(state.as_dict() | {"box_id": agent.box_id, "address": agent.address})
-
-    return Starlette(routes=[Route("/status.json", status)])
+    pages = _Pages(agent)
+    return Starlette(
+        routes=[
+            Route("/", pages.home, methods=["GET"]),
+            Route("/status.json", pages.status, methods=["GET"]),
+            Route("/ping", pages.ping, methods=["GET"]),
+            Route("/static/{name:str}", pages.static_file, methods=["GET"]),
+            Route(LOG_DOWNLOAD_PATH, pages.download_link, methods=["GET"]),
+            Route(LOG_DOWNLOAD_PATH, pages.action, methods=["POST"]),
+            Route("/credentials", pages.action, methods=["POST"]),
+            Route("/log-level", pages.action, methods=["POST"]),
+            Route("/restart", pages.action, methods=["POST"]),
+        ],
+        middleware=[Middleware(_SecurityHeaders)],
+    )

@@ -1,0 +1,566 @@
+"""The box's homepage and its actions, against real running boxes and a real cloud."""
+
+from __future__ import annotations
+
+import calendar
+import functools
+import hashlib
+import hmac
+import html
+import os
+import re
+import secrets
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from lanlock import errors
+from lanlock.box.settings import load_config, save_config
+from lanlock.store import Store
+from tests.boxes import Customer
+from tests.servers import RunningBox, RunningCloud, fresh_store_url, lanlock_command, start_box
+from tests.servers import start_cloud as start_real_cloud
+
+UNREACHABLE_CONSOLE = "http://127.0.0.1:1"  # a console URL is what makes a box "connected"
+BOX_NAME = "Front desk <1>"
+SAFE_NAME = "Front_desk_1"
+ACTIONS = ("/credentials", "/log-level", "/restart", "/logs/download")
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCloud]:
+    tmp = tmp_path_factory.mktemp("web-cloud")
+    with fresh_store_url("sqlite", tmp) as url:
+        running = start_real_cloud(url, tmp / "data", "--failure-limit", "10000")
+        yield running
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def store(cloud: RunningCloud) -> Iterator[Store]:
+    opened = Store(cloud.store_url, pool_size=2)
+    yield opened
+    opened.dispose()
+
+
+@pytest.fixture(scope="module")
+def root(cloud: RunningCloud) -> Path:
+    pem = subprocess.run(
+        lanlock_command(
+            "cloud",
+            "ca",
+            "root",
+            *("--store", cloud.store_url, "--zone", cloud.zone, "--data", str(cloud.data_dir)),
+        ),
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LANLOCK_SECRET_KEY": "test-secret-key-0123456789abcdef"},
+    ).stdout
+    path = cloud.data_dir / "web-root.pem"
+    path.write_text(pem)
+    return path
+
+
+@pytest.fixture(scope="module")
+def valid_box(
+    cloud: RunningCloud, store: Store, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningBox]:
+    """A named, connected box with credentials and a console token: valid once started."""
+    data = tmp_path_factory.mktemp("valid-box")
+    customer = Customer.create(store)
+    config = load_config(data)
+    config.name = BOX_NAME
+    config.console_url = UNREACHABLE_CONSOLE
+    config.db_uuid, config.enterprise_code = customer.db_uuid, customer.code
+    config.token = secrets.token_hex(32)
+    save_config(data, config)
+    box = start_box(data, "--cloud", cloud.url)
+    box.wait_for(lambda s: s.get("state") == "valid" and not s.get("code"))
+    yield box
+    box.stop()
+
+
+@pytest.fixture(scope="module")
+def bare_box(cloud: RunningCloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBox]:
+    """A box as it comes out of the box: no console, no credentials, no token."""
+    box = start_box(tmp_path_factory.mktemp("bare-box"), "--cloud", cloud.url)
+    box.wait_for(lambda s: s.get("code") == errors.CHECK_NO_SERVER)
+    yield box
+    box.stop()
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+@functools.cache
+def _password_of(data_dir: Path) -> str:
+    return subprocess.run(
+        lanlock_command("box", "password", "--data", str(data_dir)),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def admin_password(box: RunningBox) -> str:
+    """What `lanlock box password` prints (asked once per box)."""
+    return _password_of(box.data_dir)
+
+
+def client(box: RunningBox) -> httpx.Client:
+    return httpx.Client(base_url=box.http_url, timeout=30)
+
+
+def text_of(page: str) -> str:
+    """What a reader sees: tags dropped, entities decoded, whitespace collapsed."""
+    inline_dropped = re.sub(r"</?(code|a|strong|span)\b[^>]*>", "", page)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", inline_dropped)).split())
+
+
+def plain(catalogue_text: str) -> str:
+    return " ".join(catalogue_text.replace("`", "").split())
+
+
+def form_token(page: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match, "no form token on the page"
+    return match.group(1)
+
+
+def post(
+    box: RunningBox, path: str, fields: dict[str, str], headers: dict[str, str] | None = None
+) -> httpx.Response:
+    with client(box) as http:
+        return http.post(path, data=fields, headers=headers or {})
+
+
+def fresh_form(box: RunningBox, **fields: str) -> dict[str, str]:
+    with client(box) as http:
+        page = http.get("/").text
+    return {"csrf": form_token(page), "password": admin_password(box)} | fields
+
+
+def config_bytes(box: RunningBox) -> bytes:
+    return (box.data_dir / "config.toml").read_bytes()
+
+
+def log_text(box: RunningBox) -> str:
+    return (box.data_dir / "logs" / "lanlock-box.log").read_text(encoding="utf-8")
+
+
+def wait_until(predicate, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} never held")
+
+
+def assert_refused_each_way(box: RunningBox, path: str, good: dict[str, str]) -> None:
+    """The action is refused (403, nothing changed) without password, with a wrong one, without
+    or with a forged form token, with an expired one, and from a foreign origin."""
+    secret = load_config(box.data_dir).form_secret
+    old = int(time.time()) - 3 * 3600
+    old_mac = hmac.new(secret.encode(), f"form\n{old}".encode(), hashlib.sha256).hexdigest()
+    expired = f"{old}.{old_mac}"  # well made, but older than 2 hours
+    now = int(time.time())
+    attempts = [
+        ({k: v for k, v in good.items() if k != "password"}, {}, "password"),
+        (good | {"password": "wrong-" + good["password"]}, {}, "password"),
+        ({k: v for k, v in good.items() if k != "csrf"}, {}, "expired"),
+        (good | {"csrf": f"{now}.{'0' * 64}"}, {}, "expired"),
+        (good | {"csrf": "garbage"}, {}, "expired"),
+        (good | {"csrf": expired}, {}, "expired"),
+        (good, {"Origin": "http://evil.example"}, "another site"),
+        (good, {"Origin": box.http_url.replace("127.0.0.1", "127.0.0.2")}, "another site"),
+        (good, {"Referer": "http://evil.example/page"}, "another site"),
+    ]
+    before = config_bytes(box)
+    for fields, headers, why in attempts:
+        answer = post(box, path, fields, headers)
+        assert answer.status_code == 403, (path, fields.keys(), headers, answer.text)
+        assert why in text_of(answer.text), (why, text_of(answer.text))
+        assert "changed nothing" in text_of(answer.text)
+        assert "content-disposition" not in answer.headers
+        assert config_bytes(box) == before
+
+
+def signed_link(token_hex: str, path: str, expires: int) -> str:
+    signature = hmac.new(
+        bytes.fromhex(token_hex), f"{path}\n{expires}".encode(), hashlib.sha256
+    ).hexdigest()
+    return f"/logs/download?expires={expires}&signature={signature}"
+
+
+# --- the homepage ----------------------------------------------------------------------------
+
+
+def test_homepage_of_a_box_without_console(bare_box: RunningBox) -> None:
+    with client(bare_box) as http:
+        answer = http.get("/")
+    assert answer.status_code == 200
+    seen = text_of(answer.text)
+    box_id = bare_box.status()["box_id"]
+    assert box_id in seen
+    assert "10.0.0.7" in seen
+    assert "Not connected to a console" in seen
+    assert errors.CHECK_NO_SERVER in seen
+    entry = errors.box_error(errors.CHECK_NO_SERVER)
+    assert plain(entry.meaning) in seen
+    for step in entry.fix:
+        assert plain(step) in seen
+    assert "temporary self-signed certificate" in seen
+    assert "rebinding" not in answer.text  # no valid certificate: nothing to check
+    assert '<meta name="viewport"' in answer.text
+
+
+def test_security_headers(bare_box: RunningBox) -> None:
+    with client(bare_box) as http:
+        answers = [
+            http.get("/"),
+            http.get("/ping"),
+            http.get("/status.json"),
+            http.post("/restart", data={}),
+            http.get("/logs/download"),
+        ]
+    for answer in answers:
+        csp = answer.headers["content-security-policy"]
+        assert "script-src 'self'" in csp
+        assert "'unsafe-inline'" not in csp
+        assert "frame-ancestors 'none'" in csp
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["referrer-policy"] == "no-referrer"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    page = answers[0].text
+    assert "<script>" not in page and "style=" not in page and "<style" not in page
+    assert '<script src="/static/box.js"></script>' in page
+    with client(bare_box) as http:
+        script = http.get("/static/box.js")
+        sheet = http.get("/static/box.css")
+        assert http.get("/static/nothing.js").status_code == 404
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert "data-ping-url" in script.text
+    assert sheet.status_code == 200 and sheet.headers["content-type"].startswith("text/css")
+
+
+def test_ping_allows_any_origin(bare_box: RunningBox) -> None:
+    answer = httpx.get(bare_box.http_url + "/ping", headers={"Origin": "http://10.0.0.7"})
+    assert answer.status_code == 204
+    assert answer.headers["access-control-allow-origin"] == "*"
+
+
+def test_credentials_flow_shows_each_error_then_the_url(
+    bare_box: RunningBox, store: Store, cloud: RunningCloud
+) -> None:
+    staging = Customer.create(store, kind="staging")
+    production = Customer.create(store)
+    good = fresh_form(bare_box, db_uuid=staging.db_uuid, code=staging.code, action="save")
+    assert_refused_each_way(bare_box, "/credentials", good)
+    assert load_config(bare_box.data_dir).db_uuid is None
+
+    # Connected, no credentials yet: the agent notices the new settings file and checks.
+    subprocess.run(
+        lanlock_command(
+            "box", "credentials", "--data", str(bare_box.data_dir), "--console", UNREACHABLE_CONSOLE
+        ),
+        check=True,
+        capture_output=True,
+    )
+    bare_box.wait_for(lambda s: s.get("code") == errors.LOAD_NO_CREDENTIAL)
+    with client(bare_box) as http:
+        seen = text_of(http.get("/").text)
+    assert f"Connected to {UNREACHABLE_CONSOLE}" in seen
+    assert errors.LOAD_NO_CREDENTIAL in seen
+
+    # A non-production database: the cloud refuses, the page says why and what to do.
+    fields = fresh_form(bare_box, db_uuid=staging.db_uuid, code=staging.code, action="save")
+    answer = post(bare_box, "/credentials", fields)
+    assert answer.status_code == 303 and answer.headers["location"] == "/"
+    assert bare_box.state_file()["reason"] == errors.DATABASE_NOT_PRODUCTION  # checked already
+    with client(bare_box) as http:
+        page = http.get("/").text
+    seen = text_of(page)
+    assert errors.LOAD_REQUEST_NO_RESULT in seen
+    assert errors.DATABASE_NOT_PRODUCTION in seen
+    reason = errors.refusal(errors.DATABASE_NOT_PRODUCTION)
+    assert plain(reason.meaning) in seen
+    assert plain(reason.fix[0]) in seen
+    assert plain(errors.box_error(errors.LOAD_REQUEST_NO_RESULT).meaning) in seen
+    assert "Detail:" in seen
+    assert staging.code not in page
+    assert "••••••" + staging.code[-4:] in seen
+    assert staging.db_uuid in page
+
+    # Production credentials, sent with a same-origin Origin as a browser would: valid at once.
+    fields = fresh_form(bare_box, db_uuid=production.db_uuid, code=production.code)
+    answer = post(bare_box, "/credentials", fields, {"Origin": bare_box.http_url})
+    assert answer.status_code == 303
+    state = bare_box.state_file()
+    assert state["state"] == "valid" and not state["code"]
+    with client(bare_box) as http:
+        page = http.get("/").text
+    assert f'href="{state["url"]}"' in page
+    assert 'id="error"' not in page  # (the log tail below still tells the story)
+    assert production.code not in page
+
+    # Changing only the database keeps the stored code; Clear forgets both.
+    answer = post(bare_box, "/credentials", fresh_form(bare_box, db_uuid=production.db_uuid))
+    assert answer.status_code == 303
+    assert load_config(bare_box.data_dir).enterprise_code == production.code
+    answer = post(bare_box, "/credentials", fresh_form(bare_box, action="clear"))
+    assert answer.status_code == 303
+    config = load_config(bare_box.data_dir)
+    assert config.db_uuid is None and config.enterprise_code is None
+    assert config.console_url == UNREACHABLE_CONSOLE
+    assert production.code not in log_text(bare_box)
+    assert staging.code not in log_text(bare_box)
+
+
+def test_homepage_of_a_valid_box(valid_box: RunningBox, cloud: RunningCloud) -> None:
+    state = valid_box.state_file()
+    with client(valid_box) as http:
+        answer = http.get("/")
+    page, seen = answer.text, text_of(answer.text)
+    assert BOX_NAME in seen and "Front desk &lt;1&gt;" in page and BOX_NAME not in page
+    assert state["box_id"] in seen and "10.0.0.7" in seen
+    assert f"Connected to {UNREACHABLE_CONSOLE}" in seen
+    assert f'<a id="https-url" href="{state["url"]}">' in page
+    assert state["url"].startswith("https://10-0-0-7.") and f".{cloud.zone}:" in state["url"]
+    assert "⚙ Advanced" in seen
+    assert "Valid from" in seen and "Valid until" in seen
+    assert state["not_after"][:10] in seen and state["not_before"][:10] in seen
+    assert state["issuer"] in html.unescape(page)
+    assert "ERR_IOT" not in page
+    config = load_config(valid_box.data_dir)
+    assert config.enterprise_code not in page
+    assert config.token not in page
+    assert "••••••" + config.enterprise_code[-4:] in seen
+
+
+def test_opened_by_ip_checks_that_the_name_resolves(valid_box: RunningBox, root: Path) -> None:
+    url = valid_box.state_file()["url"]
+    zone = load_config(valid_box.data_dir).zone
+    for host in (None, f"127.0.0.1:{valid_box.http_port}", "10.0.0.7", "[::1]:8900"):
+        with client(valid_box) as http:
+            answer = http.get("/", headers={"Host": host} if host else {})
+        page, seen = answer.text, text_of(answer.text)
+        assert f'data-ping-url="{url}ping"' in page, host
+        assert "DNS rebinding protection" in seen
+        assert f"rebind-domain-ok=/{zone}/" in seen
+        assert f'private-domain: "{zone}"' in seen
+        assert "public DNS resolver" in seen
+        assert "<noscript>" in page
+        origin = url.rstrip("/")
+        assert f"connect-src {origin};" in answer.headers["content-security-policy"]
+
+    # What the script fetches answers over HTTPS, under the name, with the CORS header.
+    name = urlsplit(url).hostname
+    context = ssl.create_default_context(cafile=str(root))
+    with httpx.Client(verify=context, timeout=10) as https:
+        ping = https.get(
+            f"https://127.0.0.1:{valid_box.https_port}/ping",
+            headers={"Host": urlsplit(url).netloc},
+            extensions={"sni_hostname": name},
+        )
+    assert ping.status_code == 204
+    assert ping.headers["access-control-allow-origin"] == "*"
+
+
+def test_opened_by_name_does_not_check(valid_box: RunningBox) -> None:
+    url = valid_box.state_file()["url"]
+    with client(valid_box) as http:
+        answer = http.get("/", headers={"Host": urlsplit(url).netloc})
+    assert answer.status_code == 200
+    assert "data-ping-url" not in answer.text
+    assert "DNS rebinding" not in answer.text
+    assert "connect-src 'none'" in answer.headers["content-security-policy"]
+    assert f'href="{url}"' in answer.text
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+
+def test_signed_link_downloads_the_log(valid_box: RunningBox) -> None:
+    token = load_config(valid_box.data_dir).token
+    expires = int(time.time()) + 300
+    with client(valid_box) as http:
+        answer = http.get(signed_link(token, "/logs/download", expires))
+    assert answer.status_code == 200
+    disposition = answer.headers["content-disposition"]
+    pattern = rf'attachment; filename="lanlock-{SAFE_NAME}-(\d{{8}}T\d{{6}}Z)\.log"'
+    match = re.fullmatch(pattern, disposition)
+    assert match, disposition
+    stamp = calendar.timegm(time.strptime(match.group(1), "%Y%m%dT%H%M%SZ"))  # UTC
+    assert abs(stamp - time.time()) < 120
+    on_disk = (valid_box.data_dir / "logs" / "lanlock-box.log").read_bytes()
+    assert answer.content and on_disk.startswith(answer.content)
+    assert b"log file downloaded through a link signed by the console" in answer.content
+    assert token.encode() not in on_disk
+
+
+def test_bad_links_are_refused(valid_box: RunningBox, bare_box: RunningBox) -> None:
+    token = load_config(valid_box.data_dir).token
+    now = int(time.time())
+    good = signed_link(token, "/logs/download", now + 300)
+    cases = {
+        "expired": signed_link(token, "/logs/download", now - 5),
+        "altered signature": good[:-1] + ("0" if good[-1] != "0" else "1"),
+        "altered expiry": good.replace(f"expires={now + 300}", f"expires={now + 900}"),
+        "other path": signed_link(token, "/logs/other", now + 300),
+        "other token": signed_link(secrets.token_hex(32), "/logs/download", now + 300),
+        "too long": signed_link(token, "/logs/download", now + 7200),
+        "no signature": f"/logs/download?expires={now + 300}",
+        "nothing": "/logs/download",
+    }
+    with client(valid_box) as http:
+        for why, link in cases.items():
+            answer = http.get(link)
+            assert answer.status_code == 403, why
+            assert "content-disposition" not in answer.headers, why
+            assert "Download refused" in answer.text, why
+        assert "expired" in text_of(http.get(cases["expired"]).text)
+        assert "altered" in text_of(http.get(cases["altered signature"]).text)
+    # A box without a console token accepts no link at all, whatever it is signed with.
+    with client(bare_box) as http:
+        answer = http.get(signed_link(token, "/logs/download", now + 300))
+    assert answer.status_code == 403
+    assert "not paired with a console" in text_of(answer.text)
+
+
+def test_admin_downloads_the_log_with_the_password(valid_box: RunningBox) -> None:
+    assert_refused_each_way(valid_box, "/logs/download", fresh_form(valid_box))
+    answer = post(valid_box, "/logs/download", fresh_form(valid_box))
+    assert answer.status_code == 200
+    assert f'filename="lanlock-{SAFE_NAME}-' in answer.headers["content-disposition"]
+    assert b"log file downloaded by the admin" in answer.content
+    # the refusals above are in the log, without the password that was tried
+    assert b"log download refused: wrong admin password" in answer.content
+    assert admin_password(valid_box).encode() not in answer.content
+
+
+def test_log_tail_on_the_homepage_is_escaped(valid_box: RunningBox) -> None:
+    with client(valid_box) as http:
+        page = http.get("/").text
+    assert 'id="log-tail"' in page
+    assert "certificate check: valid" in page
+    assert "<script>alert" not in page
+
+
+# --- log level -------------------------------------------------------------------------------
+
+
+def test_log_level_is_raised_then_falls_back(valid_box: RunningBox) -> None:
+    assert_refused_each_way(valid_box, "/log-level", fresh_form(valid_box, level="DEBUG"))
+    assert load_config(valid_box.data_dir).log_level is None
+
+    # Origin: null is what browsers send for a form posted from a no-referrer page: accepted.
+    answer = post(valid_box, "/log-level", fresh_form(valid_box, level="DEBUG"), {"Origin": "null"})
+    assert answer.status_code == 303
+    config = load_config(valid_box.data_dir)
+    assert config.log_level == "DEBUG"
+    assert abs(config.log_level_until - (time.time() + 24 * 3600)) < 60
+    with client(valid_box) as http:
+        http.get("/", headers={"Host": "<script>alert(1)</script>"})
+        page = http.get("/").text
+    assert "DEBUG lanlock.box.web: homepage opened" in log_text(valid_box)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # the logged Host, escaped
+    assert "<script>alert" not in page
+    assert "Now: DEBUG" in text_of(page)
+
+    # Its time is up (as if 24 hours had passed): the agent puts the default back.
+    config.log_level_until = time.time() - 1
+    save_config(valid_box.data_dir, config)
+    wait_until(
+        lambda: "log level back to the default" in log_text(valid_box), what="log level reset"
+    )
+    config = load_config(valid_box.data_dir)
+    assert config.log_level is None and config.log_level_until is None
+    size = len(log_text(valid_box))
+    with client(valid_box) as http:
+        assert "Now: INFO" in text_of(http.get("/").text)
+    assert " DEBUG " not in log_text(valid_box)[size:]
+
+    # Choosing the default level clears the setting at once.
+    post(valid_box, "/log-level", fresh_form(valid_box, level="WARNING"))
+    assert load_config(valid_box.data_dir).log_level == "WARNING"
+    post(valid_box, "/log-level", fresh_form(valid_box, level="INFO"))
+    config = load_config(valid_box.data_dir)
+    assert config.log_level is None and config.log_level_until is None
+    answer = post(valid_box, "/log-level", fresh_form(valid_box, level="TRACE"))
+    assert answer.status_code == 400
+
+
+def test_forms_are_refused_unless_they_are_forms(valid_box: RunningBox) -> None:
+    before = config_bytes(valid_box)
+    fields = fresh_form(valid_box, level="DEBUG")
+    with client(valid_box) as http:
+        as_json = http.post("/log-level", json=fields)
+        huge = http.post("/log-level", data=fields | {"pad": "x" * 20000})
+    assert as_json.status_code == 415
+    assert huge.status_code == 413
+    assert config_bytes(valid_box) == before
+
+
+def test_secrets_are_never_shown(valid_box: RunningBox) -> None:
+    config = load_config(valid_box.data_dir)
+    password = admin_password(valid_box)
+    url = valid_box.state_file()["url"]
+    with client(valid_box) as http:
+        shown = [
+            http.get("/"),
+            http.get("/", headers={"Host": urlsplit(url).netloc}),
+            http.get("/status.json"),
+            http.get("/logs/download"),
+            http.post("/credentials", data=fresh_form(valid_box) | {"password": "nope"}),
+            http.post("/logs/download", data=fresh_form(valid_box)),  # the log itself
+        ]
+    assert shown[-1].status_code == 200
+    for answer in shown:
+        for secret in (config.enterprise_code, config.token, password):
+            assert secret not in answer.text, answer.request.url
+    assert config.enterprise_code[-4:] in shown[0].text  # masked, not missing
+
+
+# --- restart (last: the box comes back, but its listeners go away for a moment) ---------------
+
+
+def test_restart_keeps_the_process_and_comes_back(valid_box: RunningBox, root: Path) -> None:
+    assert_refused_each_way(valid_box, "/restart", fresh_form(valid_box))
+    assert "restarting the agent" not in log_text(valid_box)
+
+    answer = post(valid_box, "/restart", fresh_form(valid_box))
+    assert answer.status_code == 200
+    assert "Restarting" in answer.text
+    assert '<meta http-equiv="refresh" content="5;url=/">' in answer.text
+    wait_until(lambda: "restarting the agent" in log_text(valid_box), what="restart")
+    assert valid_box.process.poll() is None  # the same process, restarted inside
+
+    def answers() -> bool:
+        try:
+            return httpx.get(valid_box.http_url + "/status.json", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(answers, timeout=20, what="the HTTP listener back")
+    assert valid_box.process.poll() is None
+    assert valid_box.status()["state"] == "valid"
+    url = valid_box.state_file()["url"]
+    context = ssl.create_default_context(cafile=str(root))
+    with httpx.Client(verify=context, timeout=10) as https:  # and HTTPS, with its certificate
+        ping = https.get(
+            f"https://127.0.0.1:{valid_box.https_port}/ping",
+            headers={"Host": urlsplit(url).netloc},
+            extensions={"sni_hostname": urlsplit(url).hostname},
+        )
+    assert ping.status_code == 204
