@@ -110,11 +110,11 @@ def test_twenty_rotations_under_load_fail_no_request(agent, cloud):
     installed = [TLSStore(agent.data_dir / "tls").current().leaf.serial_number]
     with Prober(agent.settings.https_port, host) as prober:
         for _ in range(20):
-            seen_before = len(prober.serials)
             state = agent.check(force_new=True)
             assert state.state == "valid" and state.code is None
             installed.append(TLSStore(agent.data_dir / "tls").current().leaf.serial_number)
-            while len(prober.serials) < seen_before + 3:  # let some connections see it
+            seen_before = len(prober.serials)
+            while len(prober.serials) < seen_before + 3:  # connections made after the switch
                 time.sleep(0.01)
     assert prober.failures == []
     assert len(set(installed)) == 21

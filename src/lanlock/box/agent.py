@@ -17,7 +17,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,8 +83,8 @@ class Agent:
         self.device_key = load_or_create_device_key(self.data_dir)
         self.box_id = pki.box_id_for(self.device_key.public_key())
         self.config = load_config(self.data_dir)
-        self._config_lock = threading.Lock()
-        self._ensure_password()
+        self._config_lock = threading.RLock()
+        self._ensure_secrets()
         logs.apply_level(self.config)
         self.address = settings.address or detect_lan_address()
         self.tls = TLSStore(self.data_dir / "tls")
@@ -99,7 +99,7 @@ class Agent:
                 device_key=self.device_key,
             ),
             load_config=self.read_config,
-            save_config=self.write_config,
+            update_config=self.update_config,
             on_install=self.switch.switch,
             backoff=Backoff(settings.retry_first, settings.retry_cap),
         )
@@ -122,11 +122,16 @@ class Agent:
             self.config = load_config(self.data_dir)
             return self.config
 
-    def write_config(self, config: BoxConfig) -> None:
+    def update_config(self, change: Callable[[BoxConfig], None]) -> BoxConfig:
+        """Read, change and write the settings as one step: concurrent changes never undo each
+        other (a certificate install and a homepage form may land at the same moment)."""
         with self._config_lock:
+            config = load_config(self.data_dir)
+            change(config)
             save_config(self.data_dir, config)
             self.config = config
             self._config_mtime = self._settings_mtime()
+            return config
 
     def _settings_mtime(self) -> float:
         try:
@@ -134,14 +139,32 @@ class Agent:
         except FileNotFoundError:
             return 0.0
 
-    def _ensure_password(self) -> None:
-        if self.config.password_hash:
+    def _ensure_secrets(self) -> None:
+        """The admin password and the form secret exist, and are on disk (a file written by hand
+        or by an older version may lack them; a secret made anew at every read would be useless)."""
+        if self.config.password_hash and "form_secret" in self._settings_text():
             return
-        secret = password.read_password_file(self.data_dir) or password.new_password()
-        password.write_password_file(self.data_dir, secret)
-        self.config.password_hash = password.hash_password(secret)
-        self.write_config(self.config)
-        log.info("admin password made; `lanlock box password` shows it")
+        made_password = not self.config.password_hash
+        if made_password:
+            secret = password.read_password_file(self.data_dir) or password.new_password()
+            password.write_password_file(self.data_dir, secret)
+            hashed = password.hash_password(secret)
+        form_secret = self.config.form_secret
+
+        def fill(config: BoxConfig) -> None:
+            if made_password:
+                config.password_hash = hashed
+            config.form_secret = form_secret
+
+        self.update_config(fill)
+        if made_password:
+            log.info("admin password made; `lanlock box password` shows it")
+
+    def _settings_text(self) -> str:
+        try:
+            return (self.data_dir / "config.toml").read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return ""
 
     # --- certificates ------------------------------------------------------------------------
 
@@ -240,11 +263,13 @@ class Agent:
                 await asyncio.to_thread(self.reset_log_level)
 
     def reset_log_level(self) -> None:
-        config = self.read_config()
-        config.log_level = config.log_level_until = None
-        self.write_config(config)
+        config = self.update_config(_default_log_level)
         logs.apply_level(config)
         log.warning("log level back to the default after its time")
+
+
+def _default_log_level(config: BoxConfig) -> None:
+    config.log_level = config.log_level_until = None
 
 
 class _Listener(uvicorn.Server):

@@ -93,14 +93,14 @@ class CertificateManager:
         self,
         env: Environment,
         load_config: Callable[[], BoxConfig],
-        save_config: Callable[[BoxConfig], None],
+        update_config: Callable[[Callable[[BoxConfig], None]], BoxConfig],
         on_install: Callable[[Pair], None],
         backoff: Backoff | None = None,
     ) -> None:
         self.env = env
         self.tls = TLSStore(env.data_dir / "tls")
         self.load_config = load_config
-        self.save_config = save_config
+        self.update_config = update_config
         self.on_install = on_install
         self.backoff = backoff or Backoff()
         self.state = BoxState("checking")
@@ -197,9 +197,7 @@ class CertificateManager:
         leaf = self._checked_certificate(result, key)
         pair = self.tls.install(result["x509_pem"].strip() + "\n" + result["chain_pem"], key)
         self.tls.drop_pending_key()
-        config = self.load_config()
-        config.scope, config.zone = result["scope"], result["zone"]
-        self.save_config(config)
+        self._remember_scope(result["scope"], result["zone"])
         log.info(
             "installed certificate serial %x for %s until %s",
             leaf.serial_number,
@@ -232,10 +230,15 @@ class CertificateManager:
             return False
         if (scope, zone) == (config.scope, config.zone) or not names.is_scope_label(scope):
             return False
-        config.scope, config.zone = scope, zone
-        self.save_config(config)
+        self._remember_scope(scope, zone)
         log.info("the cloud assigned scope %s; asking again with a CSR that names it", scope)
         return True
+
+    def _remember_scope(self, scope: str, zone: str) -> None:
+        def remember(config: BoxConfig) -> None:
+            config.scope, config.zone = scope, zone
+
+        self.update_config(remember)
 
     def _ask_cloud(self, payload: dict[str, Any]) -> CloudAnswer:
         try:

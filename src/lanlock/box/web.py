@@ -377,6 +377,16 @@ class _Pages:
             )
         return form, config
 
+    async def _save(self, edited: BoxConfig, *fields: str) -> None:
+        """Write only the fields a form changed, in one locked step with the agent's writers."""
+        values = {name: getattr(edited, name) for name in fields}
+
+        def apply(config: BoxConfig) -> None:
+            for name, value in values.items():
+                setattr(config, name, value)
+
+        await run_in_threadpool(self.agent.update_config, apply)
+
     async def action(self, request: Request) -> Response:
         handler = {
             "/credentials": self._credentials,
@@ -414,7 +424,7 @@ class _Pages:
             if code:
                 config.enterprise_code = code
             log.warning("credentials changed from the homepage (database %s)", db_uuid)
-        await run_in_threadpool(self.agent.write_config, config)
+        await self._save(config, "db_uuid", "enterprise_code")
         await run_in_threadpool(self.agent.check)  # DESIGN §5: check after new credentials
         return RedirectResponse("/", status_code=303)
 
@@ -432,7 +442,7 @@ class _Pages:
         else:
             config.log_level = level
             config.log_level_until = time.time() + logs.RAISED_LEVEL_SECONDS
-        await run_in_threadpool(self.agent.write_config, config)
+        await self._save(config, "log_level", "log_level_until")
         logs.apply_level(config)
         log.warning(
             "log level set to %s from the homepage%s",
