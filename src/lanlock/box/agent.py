@@ -23,8 +23,8 @@ from pathlib import Path
 
 import uvicorn
 
-from lanlock import pki
-from lanlock.box import logs, password
+from lanlock import __version__, pki
+from lanlock.box import console_client, logs, password
 from lanlock.box.identity import load_or_create_device_key
 from lanlock.box.lifecycle import (
     HOMEPAGE_CHECK_INTERVAL,
@@ -41,6 +41,7 @@ from lanlock.fileio import write_atomic
 log = logging.getLogger("lanlock.box.agent")
 
 STATE_FILE = "state.json"
+REPORT_INTERVAL = 60.0  # seconds between status reports to the console when nothing changes
 DEFAULT_CLOUD = "http://127.0.0.1:8700"
 MAINTENANCE_TICK = 0.5
 
@@ -106,6 +107,7 @@ class Agent:
         self.restart_requested = False
         self._config_mtime = self._settings_mtime()
         self._servers: list[uvicorn.Server] = []
+        self._last_report: tuple[float, dict[str, object] | None] = (float("-inf"), None)
 
     # --- settings ----------------------------------------------------------------------------
 
@@ -188,6 +190,74 @@ class Agent:
         cert = pki.self_signed_certificate(key, [f"{self.box_id}.lanlock.invalid"])
         return pki.to_pem(cert)
 
+    # --- the console ---------------------------------------------------------------------------
+
+    def connect(self, link: str) -> BoxState:
+        """Pair with a console through its one-time link, then check at once (DESIGN §8)."""
+        pairing = console_client.pair(link, self.box_id, self.box_name, self.address, __version__)
+
+        def store(config: BoxConfig) -> None:
+            config.console_url, config.name = pairing.console_url, pairing.name
+            config.db_uuid, config.enterprise_code = pairing.db_uuid, pairing.enterprise_code
+            config.token = pairing.token
+
+        self.update_config(store)
+        log.warning("paired with the console %s as %r", pairing.console_url, pairing.name)
+        return self.check()
+
+    def disconnect(self) -> BoxState:
+        """Forget the console, the credentials, the token, the certificate and its key."""
+        self.update_config(BoxConfig.forget_console)
+        self._forget_certificate()
+        log.warning("disconnected from the console; certificate and keys wiped")
+        return self.check()
+
+    @property
+    def box_name(self) -> str:
+        return self.config.name or socket.gethostname()
+
+    def _forget_certificate(self) -> None:
+        self.tls.wipe()
+        key = pki.new_private_key()
+        self.switch.switch(self.tls.install(self._temporary_certificate(key), key, temporary=True))
+
+    def _forget_certificate_if_disconnected(self) -> None:
+        """Settings without a console (``lanlock box disconnect``) mean: no certificate kept."""
+        if self.config.console_url:
+            return
+        try:
+            pair = self.tls.current()
+        except (CertificateUnreadable, PairDamaged):
+            return
+        if pair is not None and not pair.temporary:
+            self._forget_certificate()
+
+    def _report(self, state: BoxState) -> None:
+        """Tell the console our state; a console that removed us makes us forget it."""
+        config = self.config
+        if not (config.console_url and config.token):
+            return
+        status = state.as_dict() | {
+            "box_id": self.box_id,
+            "name": self.box_name,
+            "address": self.address,
+            "version": __version__,
+        }
+        status.pop("checked_at", None)
+        result = console_client.report(config.console_url, config.token, self.box_id, status)
+        self._last_report = (time.monotonic(), status if result == "ok" else None)
+        if result == "removed":
+            log.warning("the console removed this box")
+            self.disconnect()
+
+    def _report_if_due(self) -> None:
+        at, last = self._last_report
+        status = self.manager.state.as_dict()
+        status.pop("checked_at", None)
+        changed = last is None or any(last.get(k) != v for k, v in status.items())
+        if changed or time.monotonic() - at >= REPORT_INTERVAL:
+            self._report(self.manager.state)
+
     def check(self, force_new: bool = False) -> BoxState:
         state = self.manager.check(force_new)
         self._publish(state)
@@ -249,6 +319,7 @@ class Agent:
 
     async def _maintain(self) -> None:
         """Check when due, after new settings, and restore the log level when its time is up."""
+        await asyncio.to_thread(self._forget_certificate_if_disconnected)
         await asyncio.to_thread(self.check)
         while True:
             await asyncio.sleep(MAINTENANCE_TICK)
@@ -257,8 +328,11 @@ class Agent:
                 self._config_mtime = self._settings_mtime()
                 config = await asyncio.to_thread(self.read_config)
                 logs.apply_level(config)
+            if settings_changed:
+                await asyncio.to_thread(self._forget_certificate_if_disconnected)
             if settings_changed or time.monotonic() >= self.manager.next_check_at:
                 await asyncio.to_thread(self.check)
+            await asyncio.to_thread(self._report_if_due)
             if logs.level_expired(self.config):
                 await asyncio.to_thread(self.reset_log_level)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 from pathlib import Path
 
@@ -268,3 +269,57 @@ def password(data: Path | None, reset: bool) -> None:
         config.password_hash = passwords.hash_password(current)
         save_config(folder, config)
     click.echo(current)
+
+
+@box.command()
+@click.argument("link")
+@DATA_OPTION
+@option("--address", default=None, help="the box's LAN address [default: as the agent saw it]")
+def connect(link: str, data: Path | None, address: str | None) -> None:
+    """Pair the box with a console, using the one-time link the console made."""
+    from lanlock import __version__
+    from lanlock.box import console_client
+    from lanlock.box.agent import STATE_FILE, detect_lan_address
+
+    folder = data_dir(data)
+    device_key = load_or_create_device_key(folder)
+    seen = _read_json(folder / STATE_FILE)
+    address = address or seen.get("address") or detect_lan_address()
+    try:
+        pairing = console_client.pair(
+            link,
+            pki.box_id_for(device_key.public_key()),
+            socket.gethostname(),
+            address,
+            __version__,
+        )
+    except console_client.PairingError as exc:
+        raise click.ClickException(f"pairing failed: {exc}") from None
+    config = load_config(folder)
+    config.console_url, config.name = pairing.console_url, pairing.name
+    config.db_uuid, config.enterprise_code = pairing.db_uuid, pairing.enterprise_code
+    config.token = pairing.token
+    save_config(folder, config)
+    click.echo(
+        f"paired with {pairing.console_url} as {pairing.name!r}; a running agent asks "
+        "for its certificate now (see `lanlock box status`)"
+    )
+
+
+@box.command()
+@DATA_OPTION
+def disconnect(data: Path | None) -> None:
+    """Forget the console, the credentials and the token; a running agent wipes its certificate."""
+    folder = data_dir(data)
+    config = load_config(folder)
+    config.forget_console()
+    save_config(folder, config)
+    click.echo("disconnected: the console, credentials and token are forgotten")
+
+
+def _read_json(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -52,6 +52,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lanlock import errors
 from lanlock.box import logs
+from lanlock.box.console_client import PairingError
 from lanlock.box.password import password_matches
 from lanlock.links import MAX_LINK_SECONDS, link_is_valid
 
@@ -392,6 +393,8 @@ class _Pages:
             "/credentials": self._credentials,
             "/log-level": self._log_level,
             "/restart": self._restart,
+            "/connect": self._connect,
+            "/disconnect": self._disconnect,
             LOG_DOWNLOAD_PATH: self._download_admin,
         }[request.url.path]
         try:
@@ -463,6 +466,25 @@ class _Pages:
         )
         response.background = BackgroundTask(self.agent.stop, restart=True)
         return response
+
+    async def _connect(self, request: Request) -> Response:
+        form, _ = await self._authorized(request, "connect")
+        link = form.get("link", "").strip()
+        try:
+            await run_in_threadpool(self.agent.connect, link)
+        except PairingError as exc:
+            raise Refused(
+                400,
+                "Pairing failed",
+                f"{exc}. Make a new pairing link in the console's IoT app and paste it within "
+                "15 minutes; nothing was changed.",
+            ) from None
+        return RedirectResponse("/", status_code=303)
+
+    async def _disconnect(self, request: Request) -> Response:
+        await self._authorized(request, "disconnect")
+        await run_in_threadpool(self.agent.disconnect)
+        return RedirectResponse("/", status_code=303)
 
     async def _download_admin(self, request: Request) -> Response:
         _, config = await self._authorized(request, "log download")
@@ -549,6 +571,8 @@ def create_app(agent: Agent) -> Starlette:
             Route("/credentials", pages.action, methods=["POST"]),
             Route("/log-level", pages.action, methods=["POST"]),
             Route("/restart", pages.action, methods=["POST"]),
+            Route("/connect", pages.action, methods=["POST"]),
+            Route("/disconnect", pages.action, methods=["POST"]),
         ],
         middleware=[Middleware(_SecurityHeaders)],
     )

@@ -1,0 +1,103 @@
+"""The box's side of the console protocol (docs/console-protocol.md): pairing and status reports."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from lanlock.links import body_signature
+
+log = logging.getLogger("lanlock.box.console")
+TIMEOUT = 10.0
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+class PairingError(Exception):
+    """Pairing did not work; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Pairing:
+    console_url: str
+    db_uuid: str
+    enterprise_code: str
+    name: str
+    token: str
+
+
+def check_url(url: str, what: str) -> None:
+    """HTTPS, or plain HTTP to loopback only (development, tests, the demo)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise PairingError(f"{url!r} is not a URL") from exc
+    if parsed.scheme == "https" or (parsed.scheme == "http" and parsed.host in LOOPBACK_HOSTS):
+        return
+    raise PairingError(f"the {what} URL must be https:// (plain http only on loopback): {url}")
+
+
+def pair(
+    link: str, box_id: str, name: str, address: str, version: str, verify: Any = True
+) -> Pairing:
+    """Redeem a one-time pairing link made by the console."""
+    check_url(link, "pairing link")
+    body = {"box_id": box_id, "name": name, "address": address, "version": version}
+    try:
+        response = httpx.post(link, json=body, timeout=TIMEOUT, verify=verify)
+    except httpx.HTTPError as exc:
+        raise PairingError(f"cannot reach the console: {type(exc).__name__}: {exc}") from None
+    answer = _json(response)
+    if response.status_code != 200:
+        detail = answer.get("detail") if isinstance(answer, dict) else None
+        raise PairingError(detail or f"the console answered HTTP {response.status_code}")
+    try:
+        pairing = Pairing(**{k: answer[k] for k in Pairing.__dataclass_fields__})
+    except (KeyError, TypeError):
+        raise PairingError("the console's answer lacks what pairing needs") from None
+    if not (isinstance(pairing.token, str) and len(pairing.token) == 64):
+        raise PairingError("the console's answer has no valid token")
+    check_url(pairing.console_url, "console")
+    return pairing
+
+
+def report(
+    console_url: str, token: str, box_id: str, status: dict[str, Any], verify: Any = True
+) -> str:
+    """Send one signed status report; "ok", "removed" (forget the console) or "failed"."""
+    body = json.dumps(status, separators=(",", ":")).encode()
+    now = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "X-Lanlock-Box": box_id,
+        "X-Lanlock-Time": str(now),
+        "X-Lanlock-Signature": body_signature(bytes.fromhex(token), now, body),
+    }
+    try:
+        response = httpx.post(
+            console_url.rstrip("/") + "/iot/status",
+            content=body,
+            headers=headers,
+            timeout=TIMEOUT,
+            verify=verify,
+        )
+    except httpx.HTTPError as exc:
+        log.warning("status report to the console failed: %s: %s", type(exc).__name__, exc)
+        return "failed"
+    if response.status_code == 410:
+        return "removed"
+    if response.status_code != 200:
+        log.warning("the console refused the status report: HTTP %s", response.status_code)
+        return "failed"
+    return "ok"
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
