@@ -19,9 +19,10 @@ SETTINGS = (
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDNS]:
-    """One real server per test module, on SQLite, with two workers and the SETTINGS above."""
+    """One real server for the tests of this package (per pytest-xdist worker), on SQLite,
+    with two workers and the SETTINGS above."""
     tmp = tmp_path_factory.mktemp("dns")
     with running_dns(f"sqlite:///{tmp / 'store.db'}", tmp, *SETTINGS) as server:
         yield server

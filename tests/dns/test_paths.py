@@ -62,7 +62,7 @@ OTHER_LABELS = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     data=st.data(),
     zone=st.sampled_from(ZONES),

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from lanlock.cli import main
-from tests.dns.running import RunningDNS, running_dns, start_dns
+from tests.dns.running import RunningDNS, start_dns
 from tests.servers import free_port
 
 ZONE = "iot.test"
@@ -78,18 +78,6 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_every_process(tmp_path: Pat
         server.stop()
 
 
-def test_ctrl_c_stops_the_server_cleanly(tmp_path: Path) -> None:
-    server = start_dns(f"sqlite:///{tmp_path / 'store.db'}", tmp_path, workers=2)
-    try:
-        pids = worker_pids(server, 2)
-        server.process.send_signal(signal.SIGINT)
-        assert server.process.wait(15) == 0
-        assert gone_within(pids, 5)
-        assert "Traceback" not in server.log_text()
-    finally:
-        server.stop()
-
-
 def test_workers_of_a_killed_server_do_not_live_on(tmp_path: Path) -> None:
     server = start_dns(f"sqlite:///{tmp_path / 'store.db'}", tmp_path, workers=2)
     try:
@@ -124,6 +112,7 @@ def test_a_port_in_use_is_reported(tmp_path: Path, workers: int) -> None:
         (["--site-address", "nowhere"], "is not an IP address"),
         (["--zone", "bad zone!"], "invalid label"),
         (["--caa-issuer", "not a domain"], "invalid label"),
+        (["--hostmaster", "me@example.com"], "invalid label"),
     ],
 )
 def test_bad_settings_are_refused_before_serving(args: list[str], message: str) -> None:
@@ -132,10 +121,11 @@ def test_bad_settings_are_refused_before_serving(args: list[str], message: str) 
     assert message in result.output
 
 
-def test_public_addresses_are_answered_only_when_allowed(tmp_path: Path) -> None:
-    with running_dns(
-        f"sqlite:///{tmp_path / 'store.db'}", tmp_path, "--allow-public", workers=1
-    ) as server:
+def test_public_addresses_are_answered_when_allowed_and_ctrl_c_stops_cleanly(
+    tmp_path: Path,
+) -> None:
+    server = start_dns(f"sqlite:///{tmp_path / 'store.db'}", tmp_path, "--allow-public")
+    try:
         public = server.ask(f"8-8-8-8.{SCOPE}.{ZONE}", "A")
         assert [r.to_text() for r in public.answer[0]] == ["8.8.8.8"]
         v6 = server.ask(f"2606-4700-4700--1111.{SCOPE}.{ZONE}", "AAAA")
@@ -143,3 +133,11 @@ def test_public_addresses_are_answered_only_when_allowed(tmp_path: Path) -> None
         # Never an address of one host, even then: documentation, multicast.
         for label in ("192-0-2-1", "224-0-0-1"):
             assert server.ask(f"{label}.{SCOPE}.{ZONE}", "A").rcode() == dns.rcode.NXDOMAIN
+
+        pids = worker_pids(server, 2)
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(15) == 0
+        assert gone_within(pids, 5)
+        assert "Traceback" not in server.log_text()
+    finally:
+        server.stop()

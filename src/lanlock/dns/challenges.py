@@ -55,9 +55,11 @@ class ChallengeBoard:
         self._try_refresh(failing=False)
         self._thread.start()
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """Stop renewing and let go of the store (for in-process use; a worker just exits)."""
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
         self._engine.dispose()
 
     def values(self, name: str) -> list[str] | None:

@@ -76,6 +76,12 @@ def dns() -> None:
     help="A/AAAA of the zone's apex (the vendor's site); repeat for more",
 )
 @option(
+    "--hostmaster",
+    default=None,
+    metavar="NAME",
+    help="the SOA's contact in DNS form (hostmaster.example.com) [default: hostmaster.<zone>]",
+)
+@option(
     "--allow-public",
     is_flag=True,
     help="also answer names of public addresses (by default only LAN ranges)",
@@ -112,6 +118,7 @@ def serve(
     nameservers: tuple[str, ...],
     caa_issuer: tuple[str, ...],
     site_address: tuple[str, ...],
+    hostmaster: str | None,
     allow_public: bool,
     rrl: float,
     tcp_idle_timeout: float,
@@ -120,7 +127,7 @@ def serve(
     """Answer for the zone over UDP and TCP until SIGTERM or Ctrl-C."""
     try:
         zone_settings = zone_settings_from(
-            zone, nameservers, caa_issuer, site_address, allow_public
+            zone, nameservers, caa_issuer, site_address, hostmaster, allow_public
         )
     except (ZoneError, names.InvalidName) as exc:
         raise click.UsageError(str(exc)) from None
@@ -148,6 +155,7 @@ def zone_settings_from(
     nameservers: tuple[str, ...],
     caa_issuers: tuple[str, ...],
     site_addresses: tuple[str, ...],
+    hostmaster: str | None,
     allow_public: bool,
 ) -> ZoneSettings:
     zone = names.normalize_zone(zone)
@@ -156,5 +164,6 @@ def zone_settings_from(
         nameservers=nameservers_from(parse_nameserver(text, zone) for text in nameservers),
         caa_issuers=tuple(names.normalize_zone(issuer) for issuer in caa_issuers),
         site_addresses=tuple(parse_address(text, "--site-address") for text in site_addresses),
+        hostmaster=names.normalize_zone(hostmaster) if hostmaster else "",
         allow_public=allow_public,
     )

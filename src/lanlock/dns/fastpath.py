@@ -6,7 +6,7 @@ message, render it with a compression table) costs about 60 times more per quest
 the few bytes that matter (``bench/dns_paths.py`` measures both on the machine at hand; the
 figures are in BENCHMARKS.md). Everything else goes to :mod:`lanlock.dns.answer`: this module
 returns None for any query it does not fully understand, and never decides on its own what a
-name is — it asks :meth:`lanlock.dns.zone.Zone.node`, as the slow path does, so the two cannot
+name is — it asks ``Zone.node`` (:mod:`lanlock.dns.zone`), as the slow path does, so the two cannot
 disagree (``tests/dns/test_paths.py`` checks that they do not).
 
 Taken here: one question (QUERY opcode, class IN, type A or AAAA) for a name of exactly two labels

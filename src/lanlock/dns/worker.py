@@ -26,7 +26,7 @@ from types import FrameType
 
 import dns.rcode
 
-from lanlock.dns.answer import Responder, error_reply
+from lanlock.dns.answer import ChallengeValues, Responder, error_reply
 from lanlock.dns.challenges import ChallengeBoard
 from lanlock.dns.fastpath import FastPath
 from lanlock.dns.ratelimit import ResponseRateLimiter
@@ -91,7 +91,7 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 class Answers:
     """The fast path first, the slow path for what it leaves; SERVFAIL if either breaks."""
 
-    def __init__(self, zone: Zone, board: ChallengeBoard) -> None:
+    def __init__(self, zone: Zone, board: ChallengeValues) -> None:
         self._fast = FastPath(zone).answer
         self._slow = Responder(zone, board).respond
         self._errors = ThrottledErrors()

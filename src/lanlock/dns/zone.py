@@ -1,6 +1,6 @@
 """The zone's content: what each name under the zone is, and the apex records (DESIGN §2, §7).
 
-Both answer paths ask :meth:`Zone.node` what a name is, so the hand-made fast path and the
+Both answer paths ask ``Zone.node`` what a name is, so the hand-made fast path and the
 dnspython slow path cannot disagree about which names exist: they differ only in how the bytes
 are read and written.
 
@@ -17,6 +17,7 @@ Names under the zone, relative to it (leftmost label first, lower case):
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import zlib
 from collections.abc import Iterable, Mapping
@@ -39,6 +40,7 @@ SPF_POLICY = "v=spf1 -all"  # the zone sends no mail: every sender fails SPF
 DMARC_POLICY = "v=DMARC1; p=reject; sp=reject; adkim=s; aspf=s"
 
 Labels = tuple[str, ...]
+NODE_CACHE_SIZE = 65536
 
 
 class ZoneError(ValueError):
@@ -62,7 +64,7 @@ class ZoneSettings:
     caa_issuers: tuple[str, ...] = (DEFAULT_CAA_ISSUER,)
     site_addresses: tuple[names.Address, ...] = ()
     allow_public: bool = False
-    hostmaster: str = ""  # default: hostmaster.<zone>
+    hostmaster: str = ""  # the SOA's RNAME; default: hostmaster.<zone>
     # Address answers never change for a name, so resolvers may keep them for an hour.
     address_ttl: int = 3600
     # A new challenge value must reach the CA's resolvers soon after the cloud writes it.
@@ -147,8 +149,12 @@ class Zone:
         self._empty = {labels[i:] for labels in self._static for i in range(1, len(labels))} - set(
             self._static
         )
+        # Reading an address label costs some 10 µs (names.py parses, re-encodes and checks the
+        # ranges); resolvers that randomise the letter case (0x20) miss the fast path's reply
+        # cache but ask the same few names again, so the verdicts are kept too.
+        self.node = functools.lru_cache(maxsize=NODE_CACHE_SIZE)(self._node)
 
-    def node(self, labels: Labels) -> Node:
+    def _node(self, labels: Labels) -> Node:
         """What the name with these relative labels (lower case, leftmost first) is."""
         static = self._static.get(labels)
         if static is not None:
