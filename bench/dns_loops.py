@@ -31,7 +31,11 @@ class AnswerProtocol(asyncio.DatagramProtocol):
         self._transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        reply = self._answers.udp(data)
+        answers = self._answers
+        try:
+            reply = answers.fast(data) or answers.slow(data, tcp=False)
+        except Exception:
+            reply = answers.failed(data)
         if reply is not None and self._transport is not None:
             self._transport.sendto(reply, addr)
 
@@ -52,7 +56,7 @@ def main() -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", args.port))
     if args.loop == "blocking":
-        serve_udp(sock, answers.udp, None)
+        serve_udp(sock, answers, None)
     else:
         asyncio.run(serve_asyncio(sock, answers))
 

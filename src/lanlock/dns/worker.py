@@ -11,7 +11,6 @@ a thread; the challenge snapshot (:mod:`lanlock.dns.challenges`) gets a thread o
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import multiprocessing
 import os
@@ -73,7 +72,7 @@ def run_worker(
     threading.Thread(target=tcp_service.run, name="tcp", daemon=True).start()
     limiter = ResponseRateLimiter(settings.rrl_rate) if settings.rrl_rate > 0 else None
     log.info("worker %d (pid %d) answering", index, os.getpid())
-    serve_udp(udp, answers.udp, limiter)
+    serve_udp(udp, answers, limiter)
 
 
 def configure_logging() -> None:
@@ -92,18 +91,19 @@ class Answers:
     """The fast path first, the slow path for what it leaves; SERVFAIL if either breaks."""
 
     def __init__(self, zone: Zone, board: ChallengeValues) -> None:
-        self._fast = FastPath(zone).answer
-        self._slow = Responder(zone, board).respond
+        self.fast = FastPath(zone).answer
+        self.slow = Responder(zone, board).respond
         self._errors = ThrottledErrors()
-        self.udp: Answer = functools.partial(self.answer, tcp=False)
-        self.tcp: Answer = functools.partial(self.answer, tcp=True)
 
-    def answer(self, query: bytes, *, tcp: bool) -> bytes | None:
+    def tcp(self, query: bytes) -> bytes | None:
         try:
-            return self._fast(query) or self._slow(query, tcp=tcp)
+            return self.fast(query) or self.slow(query, tcp=True)
         except Exception:  # a bug must cost one answer, never the worker
-            self._errors.report()
-            return error_reply(query, dns.rcode.SERVFAIL)
+            return self.failed(query)
+
+    def failed(self, query: bytes) -> bytes | None:
+        self._errors.report()
+        return error_reply(query, dns.rcode.SERVFAIL)
 
 
 class ThrottledErrors:
@@ -123,9 +123,11 @@ class ThrottledErrors:
         self._skipped = 0
 
 
-def serve_udp(sock: socket.socket, answer: Answer, limiter: ResponseRateLimiter | None) -> None:
+def serve_udp(sock: socket.socket, answers: Answers, limiter: ResponseRateLimiter | None) -> None:
     """Answer datagrams until the process is told to stop."""
-    recvfrom, sendto = sock.recvfrom, sock.sendto
+    # Bound once and called inline rather than through Answers: each call saved per packet is
+    # measurable at this rate (about 0.6 µs of some 10 µs here).
+    recvfrom, sendto, fast, slow = sock.recvfrom, sock.sendto, answers.fast, answers.slow
     while True:
         try:
             query, peer = recvfrom(UDP_RECEIVE_SIZE)
@@ -133,7 +135,10 @@ def serve_udp(sock: socket.socket, answer: Answer, limiter: ResponseRateLimiter 
             if sock.fileno() < 0:
                 return
             continue
-        reply = answer(query)
+        try:
+            reply = fast(query) or slow(query, tcp=False)
+        except Exception:  # a bug must cost one answer, never the worker
+            reply = answers.failed(query)
         if reply is not None and limiter is not None:
             reply = limiter.admit(reply, peer[0])
         if reply is not None:
