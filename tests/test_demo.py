@@ -1,60 +1,60 @@
-"""``lanlock demo`` comes up, prints a command that works, and reuses its data when run again."""
+"""``lanlock demo`` brings up all four roles, and the curl line it prints succeeds (issue 5)."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import shlex
+import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-
+from tests.realparts import require
 from tests.servers import free_port, lanlock_command
 
 
 @contextlib.contextmanager
-def running_demo(data: Path, port: int) -> Iterator[str]:
+def running_demo(data: Path, ports: list[int]) -> Iterator[str]:
+    names = ["--cloud-port", "--dns-port", "--console-port", "--box-http-port", "--box-https-port"]
+    args = [x for pair in zip(names, map(str, ports), strict=True) for x in pair]
     process = subprocess.Popen(
-        lanlock_command("demo", "--data", str(data), "--port", str(port)),
+        lanlock_command("demo", "--data", str(data), *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        lines: list[str] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
             line = process.stdout.readline()
             lines.append(line)
-            if "Uvicorn running" in line or process.poll() is not None:
+            if "Ctrl-C stops every part" in line:
                 break
         assert process.poll() is None, "".join(lines)
         yield "".join(lines)
     finally:
         process.send_signal(signal.SIGINT)
-        process.wait(15)
+        assert process.wait(30) == 0
+    assert "stopping" in process.stdout.read()
 
 
-def printed_request_command(output: str) -> list[str]:
-    line = next(x for x in output.splitlines() if " box request " in x)
-    words = shlex.split(line.strip())
-    assert words[0].endswith("lanlock")
-    return [sys.executable, "-m", "lanlock", *words[1:]]
-
-
-def test_demo_runs_the_cloud_and_its_printed_command_gets_a_certificate(tmp_path):
-    port = free_port()
-    with running_demo(tmp_path / "demo", port) as output:
-        assert (tmp_path / "demo" / "root-ca.pem").read_text().startswith("-----BEGIN CERT")
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["zone"] == "iot.localhost"
+def test_demo_comes_up_and_its_curl_line_verifies(tmp_path):
+    curl = shutil.which("curl")
+    require(curl is not None, "curl is not installed")
+    ports = [free_port() for _ in range(5)]
+    with running_demo(tmp_path / "demo", ports) as output:
+        line = next(x for x in output.splitlines() if x.strip().startswith("curl "))
         result = subprocess.run(
-            printed_request_command(output), capture_output=True, text=True, timeout=60
+            shlex.split(line.strip()), capture_output=True, text=True, timeout=30
         )
         assert result.returncode == 0, result.stderr
-        assert ".iot.localhost" in result.stdout
-    with running_demo(tmp_path / "demo", port) as second:
-        assert printed_request_command(second) == printed_request_command(output)
+        assert '"state":"valid"' in result.stdout
+        url = re.search(r"box by name\s+(\S+)", output).group(1)
+        assert re.fullmatch(r"https://127-0-0-1\.[a-z2-7]{16}\.iot\.localhost:\d+/", url)
+        assert re.search(r"console\s+http://127\.0\.0\.1:\d+/\s+\(password: \S+\)", output)
+    with running_demo(tmp_path / "demo", ports) as again:  # the same data: the same box and URL
+        assert re.search(r"box by name\s+(\S+)", again).group(1) == url
