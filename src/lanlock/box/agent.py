@@ -58,6 +58,7 @@ class BoxSettings:
     retry_first: float = 30.0
     retry_cap: float = 3600.0
     homepage_check_interval: float = HOMEPAGE_CHECK_INTERVAL
+    report_interval: float = REPORT_INTERVAL
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -255,7 +256,7 @@ class Agent:
         status = self.manager.state.as_dict()
         status.pop("checked_at", None)
         changed = last is None or any(last.get(k) != v for k, v in status.items())
-        if changed or time.monotonic() - at >= REPORT_INTERVAL:
+        if changed or time.monotonic() - at >= self.settings.report_interval:
             self._report(self.manager.state)
 
     def check(self, force_new: bool = False) -> BoxState:

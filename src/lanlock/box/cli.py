@@ -169,6 +169,14 @@ def _fail(code: str, reason: str | None, detail: str | None, as_json: bool) -> N
     hidden=True,
     help="opening the homepage checks the certificate at most this often (seconds)",
 )
+@option(
+    "--report-interval",
+    type=click.FloatRange(1),
+    default=60.0,
+    show_default=True,
+    hidden=True,
+    help="seconds between status reports to the console when nothing changes",
+)
 def run(data: Path | None, cloud_url: str | None, address: str | None, **kw: object) -> None:
     """Run the agent: certificate lifecycle, homepage on HTTP and HTTPS."""
     from lanlock.box.agent import BoxSettings, run_agent
