@@ -13,7 +13,7 @@
 #   allcores  nothing pinned, lanlock with one worker per core, Knot with as many UDP workers
 #             (dnsperf shares the cores: a lower, noisier figure)
 #   loops     lanlock's answer code in its blocking UDP loop and in an asyncio datagram protocol
-#             (bench/dns_loops.py), one core each: why the server uses the blocking loop
+#             (bench/dns_loops.py), each next to Knot, one core each: why the blocking loop
 # Environment: DNS_PEERS (../shared/bench/dns-peers next to this repository), RUN_DIR (a new
 # /tmp/lanlock-dns-bench.*), PORT (5320), DNSPERF_SECONDS (15), WARMUP_SECONDS (3), and the
 # other variables of compare.sh (IDLE_WAIT, IDLE_PCT, SERVER_CPU, DNSPERF_CPU ...).
@@ -25,7 +25,6 @@ PORT=${PORT:-5320}
 RUNS=${RUNS:-mix unique allcores loops}
 RUN=${RUN_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/lanlock-dns-bench.XXXXXX")}
 PYTHON=$REPO/.venv/bin/python
-SERVER_CPU=${SERVER_CPU:-1} DNSPERF_CPU=${DNSPERF_CPU:-0}
 export DNSPERF_SECONDS=${DNSPERF_SECONDS:-15} WARMUP_SECONDS=${WARMUP_SECONDS:-3}
 
 for tool in dnsperf knotd named pdns_server dig ss taskset; do
@@ -72,19 +71,11 @@ compare() {   # compare NAME [compare.sh arguments after the port]: run the peer
         | tee "$RUN/$name.txt" || log "compare.sh exited with $? (see the notes above)"
 }
 
-measure_loop() {   # measure_loop blocking|asyncio: bench/dns_loops.py on SERVER_CPU, dnsperf on DNSPERF_CPU
-    taskset -c "$SERVER_CPU" "$PYTHON" "$REPO/bench/dns_loops.py" --loop "$1" --port "$PORT" \
-        --zone "$ZONE" > "$RUN/loop-$1.log" 2>&1 &
+start_loop() {   # start_loop blocking|asyncio: bench/dns_loops.py, lanlock's answers in that loop
+    "$PYTHON" "$REPO/bench/dns_loops.py" --loop "$1" --port "$PORT" --zone "$ZONE" \
+        > "$RUN/loop-$1.log" 2>&1 &
     SERVER_PID=$!
-    answers "$PORT" || { echo "dns_loops.py --loop $1 did not answer" >&2; exit 3; }
-    local perf=(taskset -c "$DNSPERF_CPU" dnsperf -s 127.0.0.1 -p "$PORT" -d "$DATA/queries.txt" -T 1 -c 4 -q 100)
-    "${perf[@]}" -l "$WARMUP_SECONDS" > /dev/null 2>&1
-    "${perf[@]}" -l "$DNSPERF_SECONDS" > "$RUN/loop-$1.txt" 2>&1
-    stop_server
-    printf '%-10s %10.0f qps  avg %s ms  lost %s\n' "$1" \
-        "$(sed -n 's/.*Queries per second:[[:space:]]*\([0-9.]*\).*/\1/p' "$RUN/loop-$1.txt")" \
-        "$(awk '/Average Latency \(s\):/{printf "%.3f", $4 * 1000}' "$RUN/loop-$1.txt")" \
-        "$(sed -n 's/.*Queries lost:[[:space:]]*\([0-9]*\).*/\1/p' "$RUN/loop-$1.txt")" | tee -a "$RUN/loops.txt"
+    answers "$PORT" || { echo "dns_loops.py --loop $1 did not answer; see $RUN/loop-$1.log" >&2; exit 3; }
 }
 
 DATA=$RUN/data
@@ -109,10 +100,12 @@ for run in $RUNS; do
         PIN=0 QUERIES=$DATA/queries-mix.txt compare allcores knot
         stop_server ;;
     loops)
-        log "run 'loops': the same answers from a blocking loop and from asyncio, queries.txt"
-        measure_loop blocking
-        measure_loop asyncio ;;
+        for loop in blocking asyncio; do
+            start_loop "$loop"
+            QUERIES=$DATA/queries.txt compare "loop-$loop" knot
+            stop_server
+        done ;;
     *) echo "unknown run '$run' (mix unique allcores loops)" >&2; exit 2 ;;
     esac
 done
-log "done; tables in $RUN/{$(echo "$RUNS" | tr ' ' ',')}.txt"
+log "done; tables in $RUN/*.txt"

@@ -13,6 +13,7 @@ from lanlock.dns.worker import WorkerSettings
 from lanlock.dns.zone import (
     DEFAULT_CAA_ISSUER,
     DEFAULT_ZONE,
+    Zone,
     ZoneError,
     ZoneSettings,
     nameservers_from,
@@ -129,6 +130,7 @@ def serve(
         zone_settings = zone_settings_from(
             zone, nameservers, caa_issuer, site_address, hostmaster, allow_public
         )
+        Zone(zone_settings)  # every check of the settings, before anything starts
     except (ZoneError, names.InvalidName) as exc:
         raise click.UsageError(str(exc)) from None
     settings = server.ServerSettings(
@@ -145,7 +147,7 @@ def serve(
     )
     try:
         status = server.serve(settings)
-    except (server.PortInUse, ZoneError) as exc:
+    except server.PortInUse as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(status)
 
@@ -161,7 +163,7 @@ def zone_settings_from(
     zone = names.normalize_zone(zone)
     return ZoneSettings(
         zone=zone,
-        nameservers=nameservers_from(parse_nameserver(text, zone) for text in nameservers),
+        nameservers=nameservers_from(parse_nameserver(text) for text in nameservers),
         caa_issuers=tuple(names.normalize_zone(issuer) for issuer in caa_issuers),
         site_addresses=tuple(parse_address(text, "--site-address") for text in site_addresses),
         hostmaster=names.normalize_zone(hostmaster) if hostmaster else "",

@@ -77,7 +77,7 @@ class ZoneSettings:
     soa_expire: int = 3600000
 
 
-def parse_nameserver(text: str, zone: str) -> tuple[str, names.Address | None]:
+def parse_nameserver(text: str) -> tuple[str, names.Address | None]:
     """``NAME=IP`` or ``NAME`` (for a name server outside the zone) → (name, address)."""
     name, _, address = text.partition("=")
     try:
@@ -85,9 +85,7 @@ def parse_nameserver(text: str, zone: str) -> tuple[str, names.Address | None]:
     except names.InvalidName as exc:
         raise ZoneError(f"name server {text!r}: {exc}") from None
     if not address.strip():
-        if _is_within(name, zone):
-            raise ZoneError(f"name server {name} is in the zone: give its address as {name}=IP")
-        return name, None
+        return name, None  # fine outside the zone; Zone refuses an in-zone name without glue
     return name, parse_address(address.strip(), f"name server {text!r}")
 
 
@@ -210,9 +208,12 @@ class Zone:
     def _soa(self) -> dns.rdataset.Rdataset:
         s = self.settings
         mname = self.nameservers[0].name
-        rname = names.normalize_zone(s.hostmaster or f"hostmaster.{self.name}")
-        # Same settings, same serial on every replica; it changes whenever the apex does.
-        content = repr((self.nameservers, s.caa_issuers, s.site_addresses, s.apex_ttl))
+        try:
+            rname = names.normalize_zone(s.hostmaster or f"hostmaster.{self.name}")
+        except names.InvalidName as exc:
+            raise ZoneError(f"hostmaster: {exc}") from None
+        # Same settings, same serial on every replica; it changes whenever the settings do.
+        content = repr((self.nameservers, s))
         serial = zlib.crc32(content.encode()) or 1
         text = (
             f"{mname}. {rname}. {serial} {s.soa_refresh} {s.soa_retry} {s.soa_expire} "
