@@ -12,6 +12,7 @@ from lanlock.box.identity import IdentityError
 from lanlock.box.settings import BoxConfigError
 from lanlock.cloud.cli import OPERATOR_ERRORS, STORE_ERRORS, cloud
 from lanlock.config import default_map, load_file
+from lanlock.console.cli import console
 from lanlock.demo import demo
 from lanlock.dns.cli import dns
 
@@ -53,3 +54,4 @@ main.add_command(cloud)
 main.add_command(box)
 main.add_command(demo)
 main.add_command(dns)
+main.add_command(console)

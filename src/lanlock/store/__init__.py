@@ -38,8 +38,9 @@ SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 class Store:
     """An engine and a session factory for one store URL."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, migrations: Path = MIGRATIONS) -> None:
         self.engine = _make_engine(url, pool_size)
+        self.migrations = migrations  # another role's own schema (the console's) lives elsewhere
         self.url = self.engine.url
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -57,7 +58,7 @@ class Store:
             if not self.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
             try:
-                config = alembic_config()
+                config = alembic_config(self.migrations)
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
                 conn.commit()
@@ -71,9 +72,9 @@ class Store:
         self.engine.dispose()
 
 
-def alembic_config() -> Config:
+def alembic_config(migrations: Path = MIGRATIONS) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(migrations))
     return config
 
 

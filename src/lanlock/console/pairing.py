@@ -1,0 +1,128 @@
+"""Pairing (docs/console-protocol.md §1): one-time links, and the box's call that uses one.
+
+A link is ``<console URL>/iot/pair/<code>``, the code 32 random bytes (base64url); the store
+keeps only the code's SHA-256, so that reading the store never yields a usable link. Using a link
+and (re)writing the box's row with a fresh token happen in one transaction, with the link's row
+locked: two boxes racing for one link get one success and one 410.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from lanlock.console import protocol, record
+from lanlock.console.models import ConsoleRecord, PairedBox, PairingCode
+from lanlock.console.protocol import ApiError, refusal
+from lanlock.console.record import SettingsError
+from lanlock.store import Store
+from lanlock.store.models import utcnow
+
+LIFETIME = dt.timedelta(minutes=15)
+PAIR_PATH = "/iot/pair/"
+# Used and expired codes are kept a day, so that a late box hears "expired" (410), not 404.
+KEPT_AFTER_EXPIRY = dt.timedelta(days=1)
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8800"
+_CODE = re.compile(r"[A-Za-z0-9_-]{43}")
+NO_SUBSCRIPTION = "set the subscription code in the console's settings first"
+
+
+@dataclass(frozen=True)
+class PairingLink:
+    url: str
+    expires_at: dt.datetime
+
+    def as_dict(self) -> dict[str, str]:
+        return {"link": self.url, "expires_at": self.expires_at.isoformat()}
+
+
+def new_link(store: Store, name: str | None = None) -> PairingLink:
+    """A one-time link, valid 15 minutes, for the box that uses it first.
+
+    ``name`` is the admin's name for that box; :class:`SettingsError` when it cannot be one.
+    """
+    name = checked_name(name)
+    code = secrets.token_urlsafe(32)
+    now = utcnow()
+    expires_at = now + LIFETIME
+    with store.transaction() as session:
+        session.execute(delete(PairingCode).where(PairingCode.expires_at < now - KEPT_AFTER_EXPIRY))
+        session.add(
+            PairingCode(code_hash=_hash(code), name=name, created_at=now, expires_at=expires_at)
+        )
+        base = console_url(record.in_session(session))
+    return PairingLink(base + PAIR_PATH + code, expires_at)
+
+
+def checked_name(name: str | None) -> str | None:
+    value = (name or "").strip()
+    if len(value) > protocol.NAME_CHARS or not value.isprintable():
+        raise SettingsError(f"a box's name has at most {protocol.NAME_CHARS} printable characters")
+    return value or None
+
+
+def console_url(console: ConsoleRecord) -> str:
+    """The URL boxes reach the console at, as ``serve`` recorded it."""
+    return console.public_url or DEFAULT_PUBLIC_URL
+
+
+def pair(store: Store, code: str, body: bytes) -> dict[str, Any]:
+    """The box's ``POST /iot/pair/<code>``: the answer of §1, or an :class:`ApiError`."""
+    request = protocol.pair_request(body)
+    if not _CODE.fullmatch(code):
+        raise _unknown_link()
+    now = utcnow()
+    with store.transaction() as session:
+        link = session.execute(
+            select(PairingCode).where(PairingCode.code_hash == _hash(code)).with_for_update()
+        ).scalar_one_or_none()
+        if link is None:
+            raise _unknown_link()
+        if link.used_at is not None or link.expires_at <= now:
+            raise refusal(410, "this pairing link expired or was used already; make a new one")
+        console = record.in_session(session)
+        if not console.enterprise_code:
+            # Checked before the link is used: it works once the admin has set the code.
+            raise refusal(409, NO_SUBSCRIPTION)
+        link.used_at, link.used_by = now, request.box_id
+        box = _paired_box(session, request, link.name, now)
+        return {
+            "console_url": console_url(console),
+            "db_uuid": console.db_uuid,
+            "enterprise_code": console.enterprise_code,
+            "name": box.name,
+            "token": box.token,
+            "cloud_url": console.cloud_url,
+        }
+
+
+def _paired_box(
+    session: Session, request: protocol.PairRequest, given_name: str | None, now: dt.datetime
+) -> PairedBox:
+    """The box's row with a fresh token; a box paired again starts over (docs §1)."""
+    box = session.get(PairedBox, request.box_id, with_for_update=True)
+    if box is None:
+        box = PairedBox(box_id=request.box_id)
+        session.add(box)
+    box.name = given_name or request.name or f"IoT box {request.box_id[:8]}"
+    box.token = secrets.token_hex(32)
+    box.address, box.version = request.address, request.version
+    box.state = "paired"
+    box.url = box.code = box.reason = box.not_after = box.reported_at = box.removed_at = None
+    box.paired_at = box.last_seen_at = now
+    return box
+
+
+def _unknown_link() -> ApiError:
+    return refusal(404, "not a pairing link of this console")
+
+
+def _hash(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()

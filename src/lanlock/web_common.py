@@ -1,0 +1,282 @@
+"""What the roles' server-rendered pages share: headers, forms, form tokens, admin passwords.
+
+Ground floor: imports no role. The box's homepage and the console's pages follow one set of
+rules (DESIGN §3): no inline script or style (a Content-Security-Policy allows only the app's own
+files), every form that changes something carries a form token and comes from the page's own
+origin, an admin password kept as an scrypt hash and compared in constant time, and the
+subscription code shown only masked.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import jinja2
+from markupsafe import Markup, escape
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lanlock.fileio import write_atomic
+
+# --- headers ---------------------------------------------------------------------------------
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src {connect}; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP.format(connect="'none'"),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+class SecurityHeaders:
+    """ASGI middleware: the security headers on every response that does not set its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for key, value in SECURITY_HEADERS.items():
+                    headers.setdefault(key, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+# --- refusals and request bodies ---------------------------------------------------------------
+
+
+class Refused(Exception):
+    """A request refused before anything changed: the page (or JSON) says why."""
+
+    def __init__(self, status: int, title: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.title, self.message = status, title, message
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    """The body, refused early (by Content-Length) or while streaming past ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_form(
+    request: Request, limit: int = 16 * 1024, max_fields: int = 20
+) -> dict[str, str]:
+    """An urlencoded form's fields (first value of each); anything else is refused.
+
+    An empty body is an empty form (browsers and clients send no type with it), so that it is
+    refused for its missing form token like any other form without one.
+    """
+    try:
+        body = await read_limited_body(request, limit)
+    except BodyTooLarge:
+        raise Refused(413, "Form too large", "The form sent is too large.") from None
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if body and content_type != "application/x-www-form-urlencoded":
+        raise Refused(415, "Not a form", "Only this site's own forms are accepted.")
+    try:
+        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=max_fields)
+    except (UnicodeDecodeError, ValueError):
+        raise Refused(400, "Unreadable form", "The form sent cannot be read.") from None
+    return {key: values[0] for key, values in fields.items()}
+
+
+# --- form tokens and origins -------------------------------------------------------------------
+
+FORM_TOKEN_SECONDS = 2 * 3600
+FORM_TOKEN_SKEW = 60  # a token "issued" up to a minute ahead still passes (clock steps)
+
+
+def form_token(secret: str, binding: str = "", now: float | None = None) -> str:
+    """``<issued>.<HMAC-SHA256(secret, "form\\n<issued>[\\n<binding>]")>``, valid 2 hours.
+
+    ``binding`` ties the token to one login session, so that a token seen in one session is
+    worth nothing in another; pages without sessions (the box's) leave it empty.
+    """
+    issued = int(time.time() if now is None else now)
+    return f"{issued}.{_form_mac(secret, issued, binding)}"
+
+
+def form_token_valid(secret: str, token: str, binding: str = "", now: float | None = None) -> bool:
+    issued_text, _, mac = token.partition(".")
+    if not issued_text.isdigit() or len(issued_text) > 12 or not mac:
+        return False
+    issued = int(issued_text)
+    age = (time.time() if now is None else now) - issued
+    if not -FORM_TOKEN_SKEW <= age <= FORM_TOKEN_SECONDS:
+        return False
+    return hmac.compare_digest(_form_mac(secret, issued, binding), mac)
+
+
+def _form_mac(secret: str, issued: int, binding: str) -> str:
+    message = f"form\n{issued}" + (f"\n{binding}" if binding else "")
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def _origin_key(netloc: str, scheme: str) -> tuple[str, int] | None:
+    try:
+        parts = urlsplit("//" + netloc)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return parts.hostname.lower(), port or (443 if scheme == "https" else 80)
+
+
+def same_origin(request: Request) -> bool:
+    """The Origin (or else the Referer) names this page's origin, or the browser sent neither.
+
+    ``Origin: null`` counts as absent: browsers send exactly that on every form POST from a page
+    served with ``Referrer-Policy: no-referrer``.
+    """
+    origin = request.headers.get("origin")
+    source = origin if origin and origin != "null" else request.headers.get("referer")
+    if not source:
+        return True
+    try:
+        parts = urlsplit(source)
+    except ValueError:
+        return False
+    scheme = request.url.scheme
+    if parts.scheme != scheme:
+        return False
+    mine = _origin_key(request.headers.get("host", ""), scheme)
+    return mine is not None and _origin_key(parts.netloc, scheme) == mine
+
+
+# --- templates -----------------------------------------------------------------------------------
+
+_CODE_SPAN = re.compile(r"`([^`]*)`")
+
+
+def masked_code(code: str | None) -> str:
+    """``••••••1234``: enough to recognise a code, never enough to use it."""
+    if not code:
+        return ""
+    return "•" * 6 + code[-4:] if len(code) > 8 else "•" * 6
+
+
+def codify(text: str | None) -> Markup:
+    """Escape a catalogue text and show its `backticked` commands and files as code."""
+    escaped = str(escape(text or ""))
+    return Markup(_CODE_SPAN.sub(r"<code>\1</code>", escaped))  # noqa: S704 - escaped above
+
+
+def when(value: str | float | dt.datetime | None) -> str:
+    """A moment as ``2026-11-25 14:03 UTC``, from ISO text, unix seconds or a datetime."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, int | float):
+        moment = dt.datetime.fromtimestamp(value, dt.UTC)
+    else:
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return str(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def templates(folder: Path) -> jinja2.Environment:
+    """Autoescaping templates from ``folder`` with the ``codify`` and ``when`` filters."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folder),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["codify"] = codify
+    env.filters["when"] = when
+    return env
+
+
+# --- admin passwords -----------------------------------------------------------------------------
+
+PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+
+
+def new_password() -> str:
+    # 4 groups of 4 from an alphabet without look-alikes: easy to read aloud and to type.
+    alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
+    return "-".join("".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(4))
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+
+
+def password_matches(password: str, stored: str | None) -> bool:
+    """Constant-time comparison against an scrypt hash; False for anything malformed."""
+    if not stored or not password:
+        return False
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        candidate = hashlib.scrypt(
+            password.encode(), salt=_unb64(salt), n=int(n), r=int(r), p=int(p)
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(candidate, _unb64(digest))
+
+
+def write_password_file(data_dir: Path, password: str) -> None:
+    """Kept readable by the owner only, so that a ``… password`` command can show it again."""
+    write_atomic(data_dir / PASSWORD_FILE, (password + "\n").encode(), mode=0o600)
+
+
+def read_password_file(data_dir: Path) -> str | None:
+    try:
+        return (data_dir / PASSWORD_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

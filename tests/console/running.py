@@ -1,0 +1,274 @@
+"""The real ``lanlock console serve`` on a free loopback port, and what tests do with it."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import json
+import re
+import secrets
+import signal
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from lanlock.console import record
+from lanlock.console.models import Base, ConsoleRecord
+from lanlock.console.server import MIGRATIONS
+from lanlock.links import body_signature
+from lanlock.store import Store
+from tests.servers import exited_at_start, free_port, lanlock_command, with_fresh_ports
+
+PASSWORD_LINE = re.compile(r"Admin password: (\S+)")
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+@dataclass
+class RunningConsole:
+    url: str
+    data_dir: Path
+    store_url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    verify: ssl.SSLContext | bool = True
+    admin_password: str = ""
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``lanlock console <args>`` on this console's data folder and store."""
+        return subprocess.run(
+            lanlock_command(
+                "console", *args, "--data", str(self.data_dir), "--store", self.store_url
+            ),
+            check=check,
+            capture_output=True,
+            text=True,
+        )
+
+    def cli_json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def password(self) -> str:
+        """As ``serve`` printed it at first start, else as ``lanlock console password`` shows it."""
+        if not self.admin_password:
+            self.admin_password = self.cli("password").stdout.strip()
+        return self.admin_password
+
+    def printed_passwords(self) -> list[str]:
+        return PASSWORD_LINE.findall(self.log_text())
+
+    def settings(self) -> ConsoleRecord:
+        store = self.store()
+        try:
+            return record.load(store)
+        finally:
+            store.dispose()
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, verify=self.verify)
+
+    def logged_in(self, password: str | None = None) -> httpx.Client:
+        """A client holding a fresh login session."""
+        http = self.client()
+        answer = log_in(http, password or self.password())
+        assert answer.status_code == 303, answer.text
+        return http
+
+    def store(self) -> Store:
+        return Store(self.store_url, pool_size=1, migrations=MIGRATIONS)
+
+    def rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of the console's tables but the sessions: to tell that nothing changed."""
+        store = self.store()
+        try:
+            with store.transaction() as session:
+                return {
+                    table.name: sorted(map(tuple, session.execute(select(table)).all()))
+                    for table in Base.metadata.sorted_tables
+                    if table.name != "console_sessions"
+                }
+        finally:
+            store.dispose()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+@with_fresh_ports
+def start_console(
+    data_dir: Path,
+    *extra: str,
+    store_url: str | None = None,
+    port: int | None = None,
+    verify: ssl.SSLContext | bool = True,
+    host_name: str = "127.0.0.1",
+) -> RunningConsole:
+    """``lanlock console serve`` on a free loopback port, waiting until it answers.
+
+    ``host_name`` is how clients name it: ``localhost`` for a TLS certificate of that name.
+    """
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store_url = store_url or f"sqlite:///{data_dir / 'console.db'}"
+    log = data_dir / f"console-{port}.log"
+    process = subprocess.Popen(
+        lanlock_command(
+            "console",
+            "serve",
+            *("--data", str(data_dir), "--store", store_url, "--port", str(port)),
+            *extra,
+        ),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    scheme = "https" if "--tls-cert" in extra else "http"
+    console = RunningConsole(
+        f"{scheme}://{host_name}:{port}", data_dir, store_url, process, log, verify
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise exited_at_start("the console", log)
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(console.url + "/healthz", timeout=1, verify=verify).status_code == 200:
+                console.admin_password = next(iter(console.printed_passwords()), "")
+                return console
+        time.sleep(0.1)
+    console.stop()
+    raise RuntimeError(f"the console did not answer within 60 s:\n{console.log_text()}")
+
+
+@contextlib.contextmanager
+def running_console(data_dir: Path, *extra: str, **kw: Any) -> Iterator[RunningConsole]:
+    console = start_console(data_dir, *extra, **kw)
+    try:
+        yield console
+    finally:
+        console.stop()
+
+
+# --- what a browser and a box do ---------------------------------------------------------------
+
+
+def csrf_of(page: str) -> str:
+    match = CSRF.search(page)
+    assert match, "no form token on the page"
+    return match.group(1)
+
+
+def log_in(http: httpx.Client, password: str) -> httpx.Response:
+    token = csrf_of(http.get("/login").text)
+    return http.post("/login", data={"csrf": token, "password": password, "next": "/iot"})
+
+
+def new_box_id() -> str:
+    """A ``box_id``-shaped value (DESIGN §3): 26 lower-case base32 characters."""
+    return base64.b32encode(secrets.token_bytes(20)).decode().lower()[:26]
+
+
+def pair(http: httpx.Client, link: str, box_id: str, name: str = "Front desk") -> httpx.Response:
+    body = {"box_id": box_id, "name": name, "address": "10.0.0.7", "version": "0.1.0"}
+    return http.post(link, json=body)
+
+
+def report(
+    http: httpx.Client,
+    box_id: str,
+    token_hex: str,
+    fields: dict[str, Any] | None = None,
+    at: int | None = None,
+    body: bytes | None = None,
+) -> httpx.Response:
+    """A status report signed as docs/console-protocol.md §2 says."""
+    moment = int(time.time()) if at is None else at
+    payload = body if body is not None else json.dumps(status_fields(box_id, fields)).encode()
+    return http.post(
+        "/iot/status",
+        content=payload,
+        headers={
+            "Content-Type": "application/json",
+            "X-Lanlock-Box": box_id,
+            "X-Lanlock-Time": str(moment),
+            "X-Lanlock-Signature": body_signature(bytes.fromhex(token_hex), moment, payload),
+        },
+    )
+
+
+def status_fields(box_id: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    base = {
+        "box_id": box_id,
+        "name": "Front desk",
+        "address": "10.0.0.7",
+        "url": "https://10-0-0-7.abcdefghijklmnop.iot.test:8943/",
+        "state": "valid",
+        "code": None,
+        "reason": None,
+        "not_after": "2027-02-23T12:00:00+00:00",
+        "version": "0.1.0",
+    }
+    return base | (fields or {})
+
+
+def make_link(admin: httpx.Client, name: str = "") -> str:
+    """What the admin gets from the "Pair a box" page."""
+    page = admin.post(
+        "/iot/pairing", data={"csrf": csrf_of(admin.get("/iot/pairing").text), "name": name}
+    )
+    assert page.status_code == 200, page.text
+    match = re.search(r'id="pair-link" readonly value="([^"]+)"', page.text)
+    assert match, page.text
+    return html.unescape(match.group(1))
+
+
+def paired(console: RunningConsole, admin: httpx.Client, name: str = "") -> tuple[str, str]:
+    """A freshly paired box: its ``box_id`` and token."""
+    box_id = new_box_id()
+    with console.client() as http:
+        answer = pair(http, make_link(admin, name), box_id)
+    assert answer.status_code == 200, answer.text
+    return box_id, answer.json()["token"]
+
+
+def text_of(page: str) -> str:
+    """What a reader sees: tags dropped, entities decoded, whitespace collapsed."""
+    inline_dropped = re.sub(r"</?(code|a|strong|span)\b[^>]*>", "", page)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", inline_dropped)).split())
+
+
+def plain(catalogue_text: str) -> str:
+    return " ".join(catalogue_text.replace("`", "").split())
+
+
+def race_for(console: RunningConsole, link: str, boxes: int = 4) -> list[int]:
+    """``boxes`` boxes using one link at the same instant: their answers' statuses, sorted."""
+    statuses: list[int] = []
+    start = threading.Barrier(boxes)
+
+    def attempt() -> None:
+        with console.client() as http:
+            start.wait()
+            statuses.append(pair(http, link, new_box_id()).status_code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(boxes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(statuses)
