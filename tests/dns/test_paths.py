@@ -37,12 +37,13 @@ def wire_name(*labels: bytes) -> bytes:
 
 
 def query_wire(
-    qid: int, flags: int, labels: list[bytes], rdtype: int, edns: tuple[int, int] | None
+    qid: int, flags: int, labels: list[bytes], rdtype: int, edns: tuple[int, int, bytes] | None
 ) -> bytes:
     additional = b""
     if edns is not None:
-        payload, do = edns
-        additional = b"\x00" + struct.pack("!HHBBHH", 41, payload, 0, 0, do, 0)
+        payload, do, options = edns
+        additional = b"\x00" + struct.pack("!HHBBHH", 41, payload, 0, 0, do, len(options))
+        additional += options
     header = struct.pack("!HHHHHH", qid, flags, 1, 0, 0, 1 if edns else 0)
     return header + wire_name(*labels, b"iot", b"test") + struct.pack("!HH", rdtype, 1) + additional
 
@@ -55,6 +56,15 @@ def mixed_case(text: str, data: st.DataObject) -> bytes:
 
 
 ADDRESS_LABELS = st.ip_addresses().map(names.address_to_label)
+# No option, cookies of every length (valid ones are 8 and 16-40 bytes), and other options.
+EDNS_OPTIONS = st.one_of(
+    st.just(b""),
+    st.binary(min_size=0, max_size=48).map(lambda v: struct.pack("!HH", 10, len(v)) + v),
+    st.tuples(st.sampled_from([3, 8, 12, 15, 65001]), st.binary(max_size=12)).map(
+        lambda o: struct.pack("!HH", o[0], len(o[1])) + o[1]
+    ),
+    st.binary(min_size=1, max_size=12),  # not even options
+)
 OTHER_LABELS = st.one_of(
     st.text("abcdef0123456789-", min_size=1, max_size=63),
     st.binary(min_size=1, max_size=63).map(lambda b: b.decode("latin-1")),
@@ -71,7 +81,10 @@ OTHER_LABELS = st.one_of(
     rdtype=st.sampled_from([dns.rdatatype.A, dns.rdatatype.AAAA]),
     qid=st.integers(0, 0xFFFF),
     flags=st.sampled_from([0x0000, 0x0100, 0x0110, 0x0120, 0x0130, 0x0300]),  # RD, AD, CD, TC
-    edns=st.one_of(st.none(), st.tuples(st.integers(0, 0xFFFF), st.sampled_from([0, 0x8000]))),
+    edns=st.one_of(
+        st.none(),
+        st.tuples(st.integers(0, 0xFFFF), st.sampled_from([0, 0x8000]), EDNS_OPTIONS),
+    ),
 )
 def test_the_fast_path_answers_as_the_slow_path_does(
     data: st.DataObject,
@@ -81,7 +94,7 @@ def test_the_fast_path_answers_as_the_slow_path_does(
     rdtype: int,
     qid: int,
     flags: int,
-    edns: tuple[int, int] | None,
+    edns: tuple[int, int, bytes] | None,
 ) -> None:
     scope_bytes = mixed_case(scope, data) if isinstance(scope, str) else scope
     labels = [mixed_case(label, data), scope_bytes]
@@ -134,3 +147,22 @@ def test_a_repeated_question_is_answered_from_the_cache_with_its_own_id() -> Non
     assert fast.answer(first)[:2] == b"\x00\x01"  # type: ignore[index]
     reply = fast.answer(second)
     assert reply is not None and reply[:2] == b"\x00\x02" and reply[2:] == fast.answer(first)[2:]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("options", "fast"),
+    [
+        (b"", True),
+        (struct.pack("!HH", 10, 8) + b"c" * 8, True),  # a client cookie, as BIND resolvers send
+        (struct.pack("!HH", 10, 24) + b"c" * 24, True),  # client and server cookie
+        (struct.pack("!HH", 10, 5) + b"c" * 5, False),  # a malformed cookie: FORMERR, slowly
+        (struct.pack("!HH", 12, 4) + bytes(4), False),  # padding changes the reply's size
+        (struct.pack("!HH", 8, 4) + bytes(4), False),  # client subnet
+    ],
+)
+def test_edns_options_other_than_a_cookie_are_left_to_the_slow_path(
+    options: bytes, fast: bool
+) -> None:
+    edns = (1232, 0, options)
+    wire = query_wire(1, 0, [b"10-0-0-7", b"abcdefghijklmnop"], dns.rdatatype.A, edns)
+    assert (FastPath(ZONES[0]).answer(wire) is not None) is fast

@@ -20,6 +20,8 @@ import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
 import dns.rdtypes.ANY.TXT
+import dns.rdtypes.IN.A
+import dns.rdtypes.IN.AAAA
 import dns.rrset
 
 from lanlock.dns.zone import Kind, Node, Zone, address_rdtype
@@ -30,6 +32,7 @@ EDNS_PAYLOAD = 1232
 PLAIN_UDP_LIMIT = 512  # RFC 1035, for a query without EDNS
 TCP_LIMIT = 65535
 _NO_TRANSFER = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
+_ADDRESS_RDATA = {dns.rdatatype.A: dns.rdtypes.IN.A.A, dns.rdatatype.AAAA: dns.rdtypes.IN.AAAA.AAAA}
 
 
 class ChallengeValues(Protocol):
@@ -119,12 +122,8 @@ class Responder:
         records = node.records
         if node.address is not None:
             address_type = address_rdtype(node.address)
-            ttl = self.zone.settings.address_ttl
-            records = {
-                address_type: dns.rdataset.from_text(
-                    dns.rdataclass.IN, address_type, ttl, str(node.address)
-                )
-            }
+            rdata = _ADDRESS_RDATA[address_type](dns.rdataclass.IN, address_type, str(node.address))
+            records = {address_type: dns.rdataset.from_rdata(self.zone.settings.address_ttl, rdata)}
         if rdtype == dns.rdatatype.ANY and records:
             rdtype = next(iter(records))  # RFC 8482: one RRset of the name, not all of them
         rdataset = records.get(rdtype)

@@ -11,9 +11,9 @@ disagree (``tests/dns/test_paths.py`` checks that they do not).
 
 Taken here: one question (QUERY opcode, class IN, type A or AAAA) for a name of exactly two labels
 under the zone, the second 16 bytes long (a scope's length), nothing in the answer and authority
-sections, and at most an OPT record without options. The reply depends on nothing but those bytes
-(address answers are stateless), so whole replies are kept, keyed by the query minus its ID: a
-repeated question costs one dict lookup.
+sections, and at most an OPT record with no option but a cookie. The reply depends on nothing but
+those bytes (address answers are stateless), so whole replies are kept, keyed by the query minus
+its ID: a repeated question costs one dict lookup.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ _AAAA_IN = struct.pack("!HH", dns.rdatatype.AAAA, dns.rdataclass.IN)
 _QUESTION_TYPES = {_A_IN: dns.rdatatype.A, _AAAA_IN: dns.rdatatype.AAAA}
 _OPT_HEAD = b"\x00\x00\x29"  # root owner name, type OPT
 _DO = 0x80  # the DO bit, in the first byte of the OPT flags
+_COOKIE = b"\x00\x0a"  # EDNS option code 10
 _NOERROR, _NXDOMAIN = 0, 3
 _MAX_NAME_WIRE = 255  # RFC 1035 §2.3.4
 
@@ -122,11 +123,29 @@ class FastPath:
             return b"" if not additional else None
         if (
             arcount != b"\x00\x01"
-            or len(additional) != 11
+            or len(additional) < 11
             or additional[:3] != _OPT_HEAD
             or additional[6] != 0  # EDNS version 0; others get BADVERS from the slow path
-            or additional[9:11] != b"\x00\x00"  # options (cookies, padding …): slow path
+            or int.from_bytes(additional[9:11], "big") != len(additional) - 11
+            or not _ignorable(additional[11:])
         ):
             return None
         do = additional[7] & _DO  # RFC 3225: the DO bit is copied to the reply
         return _OPT_HEAD + struct.pack("!HBBBBH", EDNS_PAYLOAD, 0, 0, do, 0, 0)
+
+
+def _ignorable(options: bytes) -> bool:
+    """No options, or one well-formed DNS cookie (RFC 7873), which BIND resolvers always send.
+
+    The server does not do cookies, and RFC 7873 §5.2 lets it answer as if there were none;
+    other options (padding, client subnet …) change the reply or can be malformed, so the
+    slow path reads them.
+    """
+    if not options:
+        return True
+    size = len(options) - 4
+    return (
+        options[:2] == _COOKIE
+        and int.from_bytes(options[2:4], "big") == size
+        and (size == 8 or 16 <= size <= 40)
+    )
