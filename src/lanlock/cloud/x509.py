@@ -65,6 +65,15 @@ class X509Settings:
     failure_window: float = 60.0
 
 
+@dataclass
+class FirstLook:
+    """Either the answer (reused, refused), or what the slow path needs to go on."""
+
+    answer: Answer | None = None
+    box: Box | None = None
+    csr: x509.CertificateSigningRequest | None = None
+
+
 class Refused(Exception):
     """Eligibility said no: answered as HTTP 200 with ``{"error": {code, message}}``."""
 
@@ -141,9 +150,10 @@ class X509Service:
             )
 
     def _handle_verified(self, request: SignedRequest, source: str) -> Answer:
-        self._remember_nonce(request.nonce)
-        box = self._check_credentials(request, source)
-        csr = self._check_csr(request, box)
+        first = self._first_look(request, source)
+        if first.answer is not None:
+            return first.answer
+        box, csr = first.box, first.csr
         registered_here = False
         if box is None or box.subscription_code != request.enterprise_code:
             box, registered_here = self._register(request)
@@ -170,16 +180,44 @@ class X509Service:
             "not_after": certificate.not_after.isoformat(),
         }
 
-    # --- replay protection ----------------------------------------------------------------
+    # --- the first look: one transaction for most requests ----------------------------------
 
-    def _remember_nonce(self, nonce: str) -> None:
+    def _first_look(self, request: SignedRequest, source: str) -> FirstLook:
+        """Nonce, eligibility, CSR and the reuse rule in one transaction.
+
+        Most requests end here: a box asking again (the reuse path) or a refusal. Both are
+        answered and audited in this same transaction, so the common path costs one round of
+        locking, not four. The nonce is kept whatever the verdict: a refused request replayed is
+        refused as a replay.
+        """
         now = dt.datetime.now(dt.UTC)
         try:
             with self.store.transaction() as session:
-                session.add(SeenNonce(nonce=nonce, expires_at=now + NONCE_TTL))
+                session.add(SeenNonce(nonce=request.nonce, expires_at=now + NONCE_TTL))
+                session.flush()
+                look = self._look(session, request, source)
         except IntegrityError:
             raise Unauthorized("this nonce was seen before: each request needs a new one") from None
         self._sweep_nonces(now)
+        return look
+
+    def _look(self, session: Session, request: SignedRequest, source: str) -> FirstLook:
+        try:
+            box = self._check_credentials(session, request, source)
+            csr = self._check_csr(request, box)
+        except Refused as refusal:
+            session.add(self._audit_entry("refused", refusal.code, request, source, refusal.detail))
+            return FirstLook(answer=self._refusal_answer(refusal))
+        if box is not None and box.subscription_code == request.enterprise_code:
+            fingerprint = pki.key_fingerprint(csr.public_key())  # type: ignore[arg-type]
+            if reusable := self._reusable_in(session, box.scope, fingerprint):
+                session.add(
+                    self._audit_entry("reused", None, request, source, f"serial {reusable.serial}")
+                )
+                _seen(box, request)
+                self.metrics.count("reused")
+                return FirstLook(answer=Answer(200, {"result": self._result(reusable, box.scope)}))
+        return FirstLook(box=box, csr=csr)
 
     def _sweep_nonces(self, now: dt.datetime) -> None:
         if time.monotonic() < self._next_sweep or not self._sweep_lock.acquire(blocking=False):
@@ -193,31 +231,32 @@ class X509Service:
 
     # --- eligibility, in the order of DESIGN §4 ---------------------------------------------
 
-    def _check_credentials(self, request: SignedRequest, source: str) -> Box | None:
-        with self.store.transaction() as session:
-            box = session.get(Box, request.box_id)
-            known_here = box is not None and box.database_uuid == request.db_uuid
-            # A registered box proves itself with its device key: guessers of this database's
-            # codes must not lock it out.
-            if not known_here and (retry := self.by_database.retry_after(request.db_uuid)):
-                raise Limited(retry)
-            database = session.get(Database, request.db_uuid)
-            subscription = _matching_subscription(session, request)
-            if database is None or subscription is None:
-                self.by_source.record_failure(source)
-                self.by_database.record_failure(request.db_uuid)
-                raise Refused(errors.INVALID_CREDENTIALS)
-            if database.kind != "production":
-                raise Refused(errors.DATABASE_NOT_PRODUCTION, f"database kind {database.kind}")
-            if subscription.state != "in_progress":
-                raise Refused(
-                    errors.SUBSCRIPTION_NOT_IN_PROGRESS, f"subscription state {subscription.state}"
-                )
-            if _box_quota(session, subscription.code) <= 0:
-                raise Refused(errors.NO_IOT_BOX_LINE)
-            if box is not None and box.state == "revoked":
-                raise Refused(errors.BOX_REVOKED)
-            return box
+    def _check_credentials(
+        self, session: Session, request: SignedRequest, source: str
+    ) -> Box | None:
+        box = session.get(Box, request.box_id)
+        known_here = box is not None and box.database_uuid == request.db_uuid
+        # A registered box proves itself with its device key: guessers of this database's
+        # codes must not lock it out.
+        if not known_here and (retry := self.by_database.retry_after(request.db_uuid)):
+            raise Limited(retry)
+        database = session.get(Database, request.db_uuid)
+        subscription = _matching_subscription(session, request)
+        if database is None or subscription is None:
+            self.by_source.record_failure(source)
+            self.by_database.record_failure(request.db_uuid)
+            raise Refused(errors.INVALID_CREDENTIALS)
+        if database.kind != "production":
+            raise Refused(errors.DATABASE_NOT_PRODUCTION, f"database kind {database.kind}")
+        if subscription.state != "in_progress":
+            raise Refused(
+                errors.SUBSCRIPTION_NOT_IN_PROGRESS, f"subscription state {subscription.state}"
+            )
+        if _box_quota(session, subscription.code) <= 0:
+            raise Refused(errors.NO_IOT_BOX_LINE)
+        if box is not None and box.state == "revoked":
+            raise Refused(errors.BOX_REVOKED)
+        return box
 
     def _check_csr(self, request: SignedRequest, box: Box | None) -> x509.CertificateSigningRequest:
         try:
@@ -321,12 +360,15 @@ class X509Service:
 
     def _reusable(self, scope: str, fingerprint: str) -> Certificate | None:
         with self.store.transaction() as session:
-            newest = session.execute(
-                select(Certificate)
-                .where(Certificate.scope == scope, Certificate.key_fingerprint == fingerprint)
-                .order_by(Certificate.not_after.desc())
-                .limit(1)
-            ).scalar_one_or_none()
+            return self._reusable_in(session, scope, fingerprint)
+
+    def _reusable_in(self, session: Session, scope: str, fingerprint: str) -> Certificate | None:
+        newest = session.execute(
+            select(Certificate)
+            .where(Certificate.scope == scope, Certificate.key_fingerprint == fingerprint)
+            .order_by(Certificate.not_after.desc())
+            .limit(1)
+        ).scalar_one_or_none()
         if newest is None:
             return None
         now = dt.datetime.now(dt.UTC)
@@ -392,6 +434,9 @@ class X509Service:
 
     def _refuse(self, refusal: Refused, source: str, request: SignedRequest | None) -> Answer:
         self._audit("refused", refusal.code, request, source, refusal.detail)
+        return self._refusal_answer(refusal)
+
+    def _refusal_answer(self, refusal: Refused) -> Answer:
         self.metrics.count("refused", refusal.code)
         entry = errors.refusal(refusal.code)
         message = (
@@ -417,7 +462,24 @@ class X509Service:
         detail: str | None,
         seen_box: str | None = None,
     ) -> None:
-        entry = AuditEntry(
+        entry = self._audit_entry(outcome, code, request, source, detail)
+        try:
+            with self.store.transaction() as session:
+                session.add(entry)
+                if seen_box is not None and (box := session.get(Box, seen_box)) is not None:
+                    _seen(box, request)
+        except (OperationalError, SQLInterfaceError):
+            pass  # the answer matters more than its audit line when the store is failing
+
+    @staticmethod
+    def _audit_entry(
+        outcome: str,
+        code: str | None,
+        request: SignedRequest | None,
+        source: str,
+        detail: str | None,
+    ) -> AuditEntry:
+        return AuditEntry(
             outcome=outcome,
             code=code,
             box_id=request.box_id if request else None,
@@ -425,17 +487,12 @@ class X509Service:
             source=source[:64],
             detail=detail[:1000] if detail else None,
         )
-        try:
-            with self.store.transaction() as session:
-                session.add(entry)
-                if seen_box is not None:
-                    box = session.get(Box, seen_box)
-                    if box is not None:
-                        box.last_seen_at = dt.datetime.now(dt.UTC)
-                        if request and request.address:
-                            box.last_address = request.address
-        except (OperationalError, SQLInterfaceError):
-            pass  # the answer matters more than its audit line when the store is failing
+
+
+def _seen(box: Box, request: SignedRequest | None) -> None:
+    box.last_seen_at = dt.datetime.now(dt.UTC)
+    if request and request.address:
+        box.last_address = request.address
 
 
 def _matching_subscription(session: Session, request: SignedRequest) -> Subscription | None:
