@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from lanlock.store import Store
-from tests.servers import RunningCloud, fresh_store_url, start_cloud
+from tests.servers import RunningCloud, fresh_store_url, running_cloud
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -24,10 +24,8 @@ def cloud(
 ) -> Iterator[RunningCloud]:
     """One real cloud per backend for a test module; tests make their own databases in it."""
     tmp = tmp_path_factory.mktemp(f"cloud-{request.param}")
-    with fresh_store_url(request.param, tmp) as url:
-        running = start_cloud(url, tmp / "data", "--failure-limit", "10000")
+    with running_cloud(tmp, "--failure-limit", "10000", backend=request.param) as running:
         yield running
-        running.stop()
 
 
 @pytest.fixture

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import signal
 import ssl
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from tests.realparts import require
-from tests.servers import TLSFiles, free_port, make_tls_files
+from tests.servers import (
+    TLSFiles,
+    free_port,
+    make_tls_files,
+    stop_process,
+    wait_until_answering,
+)
 
 
 @dataclass
@@ -32,13 +35,7 @@ class RunningPebble:
         return httpx.get(self.management + "/roots/0", verify=context, timeout=10).text
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process, grace=10)
 
 
 def start_pebble(
@@ -96,13 +93,5 @@ def start_pebble(
         f"https://localhost:{port}/dir", f"https://localhost:{management}", tls, process, log
     )
     context = ssl.create_default_context(cafile=str(tls.ca))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"pebble exited at start:\n{log.read_text()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(pebble.directory, verify=context, timeout=2).status_code == 200:
-                return pebble
-        time.sleep(0.1)
-    pebble.stop()
-    raise RuntimeError(f"pebble did not answer within 30 s:\n{log.read_text()}")
+    wait_until_answering("pebble", process, log, pebble.directory, context, seconds=30)
+    return pebble

@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from tests.realparts import POSTGRES_URL, require
 
 ZONE = "iot.test"
+SECRET_KEY = "test-secret-key-0123456789abcdef"  # the tests' clouds' LANLOCK_SECRET_KEY
 
 
 def free_port() -> int:
@@ -58,14 +59,34 @@ class RunningCloud:
     log: Path
     zone: str = ZONE
 
+    def root_pem(self) -> str:
+        """The root certificate, as ``lanlock cloud ca root`` prints it."""
+        return subprocess.run(
+            lanlock_command(
+                "cloud",
+                "ca",
+                "root",
+                *("--store", self.store_url, "--zone", self.zone, "--data", str(self.data_dir)),
+            ),
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "LANLOCK_SECRET_KEY": SECRET_KEY},
+        ).stdout
+
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen[bytes], grace: float = 15) -> None:
+    """SIGTERM, and SIGKILL if the process still runs ``grace`` seconds later."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
 
 
 def lanlock_command(*args: str) -> list[str]:
@@ -98,19 +119,54 @@ def exited_at_start(what: str, log: Path) -> RuntimeError:
     return RuntimeError(f"{what} exited at start:\n{text}")
 
 
+def wait_until_answering(
+    what: str,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    url: str,
+    verify: ssl.SSLContext | bool = True,
+    any_status: bool = False,
+    seconds: float = 60,
+) -> None:
+    """Poll ``url`` until it answers 200 (or anything at all, with ``any_status``).
+
+    A process that exits first raises :func:`exited_at_start`'s error; one still silent after
+    ``seconds`` is stopped, and the error shows its log.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise exited_at_start(what, log)
+        with contextlib.suppress(httpx.HTTPError):
+            answer = httpx.get(url, timeout=2, verify=verify)
+            if any_status or answer.status_code == 200:
+                return
+        time.sleep(0.1)
+    stop_process(process)
+    text = log.read_text(errors="replace")
+    raise RuntimeError(f"{what} did not answer within {seconds:g} s:\n{text}")
+
+
 @with_fresh_ports
 def start_cloud(
     store_url: str,
     data_dir: Path,
     *extra: str,
     port: int | None = None,
-    health_url: str | None = None,
-    health_verify: ssl.SSLContext | bool = True,
+    tls: TLSFiles | None = None,
 ) -> RunningCloud:
+    """``lanlock cloud serve`` on a free loopback port, waiting until ``/healthz`` answers.
+
+    With ``tls`` it serves HTTPS, as ``https://localhost:<port>``, checked against ``tls.ca``.
+    """
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / f"cloud-{port}.log"
-    env = {**os.environ, "LANLOCK_SECRET_KEY": "test-secret-key-0123456789abcdef"}
+    env = {**os.environ, "LANLOCK_SECRET_KEY": SECRET_KEY}
+    url, verify = f"http://127.0.0.1:{port}", True
+    if tls:
+        extra = (*extra, "--tls-cert", str(tls.cert), "--tls-key", str(tls.key))
+        url, verify = f"https://localhost:{port}", ssl.create_default_context(cafile=str(tls.ca))
     process = subprocess.Popen(
         lanlock_command(
             "cloud",
@@ -129,20 +185,20 @@ def start_cloud(
         stderr=subprocess.STDOUT,
         env=env,
     )
-    cloud = RunningCloud(f"http://127.0.0.1:{port}", store_url, data_dir, process, log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise exited_at_start("the cloud", log)
-        with contextlib.suppress(httpx.HTTPError):
-            health = httpx.get(
-                health_url or cloud.url + "/healthz", timeout=1, verify=health_verify
-            )
-            if health.status_code == 200:
-                return cloud
-        time.sleep(0.1)
-    cloud.stop()
-    raise RuntimeError(f"the cloud did not answer within 60 s:\n{log.read_text()}")
+    wait_until_answering("the cloud", process, log, url + "/healthz", verify)
+    return RunningCloud(url, store_url, data_dir, process, log)
+
+
+@contextlib.contextmanager
+def running_cloud(tmp_path: Path, *extra: str, backend: str = "sqlite") -> Iterator[RunningCloud]:
+    """A cloud on a fresh store of ``backend`` in ``tmp_path``, stopped (and its store dropped)
+    after: for a module's ``cloud`` fixture."""
+    with fresh_store_url(backend, tmp_path) as url:
+        cloud = start_cloud(url, tmp_path / "data", *extra)
+        try:
+            yield cloud
+        finally:
+            cloud.stop()
 
 
 @dataclass
@@ -178,13 +234,7 @@ class RunningBox:
         raise AssertionError(f"state never matched; last: {state}\n{self.log.read_text()}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
 
 
 @with_fresh_ports
@@ -211,16 +261,8 @@ def start_box(data_dir: Path, *extra: str, address: str = "10.0.0.7") -> Running
         stderr=subprocess.STDOUT,
     )
     box = RunningBox(data_dir, http_port, https_port, process, log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise exited_at_start("the box", log)
-        with contextlib.suppress(httpx.HTTPError):
-            httpx.get(box.http_url + "/status.json", timeout=2)
-            return box
-        time.sleep(0.1)
-    box.stop()
-    raise RuntimeError(f"the box did not answer within 60 s:\n{log.read_text()}")
+    wait_until_answering("the box", process, log, box.http_url + "/status.json", any_status=True)
+    return box
 
 
 @dataclass

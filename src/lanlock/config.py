@@ -14,6 +14,7 @@ The file is named by ``--config`` or ``LANLOCK_CONFIG``.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tomllib
@@ -35,6 +36,16 @@ def option(*names: str, **kwargs: Any) -> Any:
     kwargs.setdefault("envvar", "LANLOCK_" + long_name[2:].upper().replace("-", "_"))
     kwargs.setdefault("show_envvar", True)
     return click.option(*names, **kwargs)
+
+
+def json_flag(command: Any) -> Any:
+    """``--json``: a command prints its result as JSON (see :func:`emit`)."""
+    return click.option("--json", "as_json", is_flag=True, help="print JSON")(command)
+
+
+def emit(data: Any, as_json: bool, text: str) -> None:
+    """Print ``data`` as JSON when ``--json`` was given, else the human-readable ``text``."""
+    click.echo(json.dumps(data, indent=2) if as_json else text)
 
 
 def load_file(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:

@@ -1,8 +1,11 @@
-"""The box's admin password: made at first start, kept hashed (scrypt), compared in constant time.
+"""Admin passwords (the box's and the console's): made at first start, kept as an scrypt hash,
+compared in constant time.
 
-The password is also kept, readable by the owner only, in ``admin-password`` in the data folder,
-so that ``lanlock box password`` can show it to whoever is at the box (and so has the files
-anyway); the web server only ever compares against the hash.
+The hash is stored as ``scrypt$N$r$p$salt$hash`` (salt and hash in unpadded URL-safe base64): the
+box keeps it in its config.toml, the console in its store. The password itself is also kept,
+readable by the owner only, in ``admin-password`` in the data folder, so that ``lanlock box
+password`` (or ``lanlock console password``) can show it to whoever is at the machine (and so has
+the files anyway); the web servers only ever compare against the hash.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ def hash_password(password: str) -> str:
 
 
 def password_matches(password: str, stored: str | None) -> bool:
+    """Constant-time comparison against an scrypt hash; False for anything malformed."""
     if not stored or not password:
         return False
     try:
@@ -47,6 +51,7 @@ def password_matches(password: str, stored: str | None) -> bool:
 
 
 def write_password_file(data_dir: Path, password: str) -> None:
+    """Kept readable by the owner only, so that a ``… password`` command can show it again."""
     write_atomic(data_dir / PASSWORD_FILE, (password + "\n").encode(), mode=0o600)
 
 

@@ -1,21 +1,20 @@
-"""What the roles' server-rendered pages share: headers, forms, form tokens, admin passwords.
+"""What the roles' web servers share: headers, request bodies, forms, form tokens, templates.
 
 Ground floor: imports no role. The box's homepage and the console's pages follow one set of
 rules (DESIGN §3): no inline script or style (a Content-Security-Policy allows only the app's own
 files), every form that changes something carries a form token and comes from the page's own
-origin, an admin password kept as an scrypt hash and compared in constant time, and the
-subscription code shown only masked.
+origin, and the subscription code shown only masked (the admin passwords they check are in
+:mod:`lanlock.passwords`). The cloud's API reads its bodies with :func:`read_limited_body` too.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import hmac
 import re
-import secrets
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,9 +22,8 @@ import jinja2
 from markupsafe import Markup, escape
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from lanlock.fileio import write_atomic
 
 # --- headers ---------------------------------------------------------------------------------
 
@@ -61,6 +59,53 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+# --- serving ---------------------------------------------------------------------------------
+
+
+def static_endpoint(
+    folder: Path, kinds: dict[str, str]
+) -> Callable[[Request], Awaitable[Response]]:
+    """``GET /static/{name}``: the app's own script and stylesheet (``kinds``: name to type).
+
+    They live next to the templates, so that the package data that ships ``templates/*`` ships
+    them too; they are read once, at start.
+    """
+    files = {name: ((folder / name).read_bytes(), kind) for name, kind in kinds.items()}
+
+    async def static_file(request: Request) -> Response:
+        found = files.get(request.path_params["name"])
+        if found is None:
+            return Response("not found", status_code=404, media_type="text/plain")
+        content, media_type = found
+        return Response(content, media_type=media_type, headers={"Cache-Control": "no-cache"})
+
+    return static_file
+
+
+def run_server(
+    app: ASGIApp, host: str, port: int, tls_cert: Path | None, tls_key: Path | None
+) -> None:
+    """Serve ``app`` (over HTTPS with a certificate and key) until SIGINT or SIGTERM.
+
+    The cloud's and the console's way: no ``Server`` header, no access log (nothing in the
+    cloud's URLs needs logging, and the console's pairing links are secrets in their URL), and
+    10 s for the requests in flight at shutdown.
+    """
+    import uvicorn  # here: the modules that only mask a code or read a form need no server
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+        log_level="info",
+        server_header=False,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
 
 
 # --- refusals and request bodies ---------------------------------------------------------------
@@ -183,11 +228,15 @@ def same_origin(request: Request) -> bool:
 _CODE_SPAN = re.compile(r"`([^`]*)`")
 
 
-def masked_code(code: str | None) -> str:
-    """``••••••1234``: enough to recognise a code, never enough to use it."""
+def masked_code(code: str | None, hidden: str = "•" * 6) -> str:
+    """``••••••1234``: enough to recognise a code, never enough to use it.
+
+    ``hidden`` stands for the hidden part (the cloud's listings use ``…``); a code of 8
+    characters or fewer shows nothing but that, and no code shows nothing at all.
+    """
     if not code:
         return ""
-    return "•" * 6 + code[-4:] if len(code) > 8 else "•" * 6
+    return hidden + code[-4:] if len(code) > 8 else hidden
 
 
 def codify(text: str | None) -> Markup:
@@ -214,10 +263,18 @@ def when(value: str | float | dt.datetime | None) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+SHARED_TEMPLATES = Path(__file__).parent / "templates"
+
+
 def templates(folder: Path) -> jinja2.Environment:
-    """Autoescaping templates from ``folder`` with the ``codify`` and ``when`` filters."""
+    """Autoescaping templates from ``folder`` with the ``codify`` and ``when`` filters.
+
+    The shared ones (``catalogue.html``: how an error's catalogue entry is shown) come after.
+    """
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(folder),
+        loader=jinja2.ChoiceLoader(
+            [jinja2.FileSystemLoader(folder), jinja2.FileSystemLoader(SHARED_TEMPLATES)]
+        ),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -226,57 +283,3 @@ def templates(folder: Path) -> jinja2.Environment:
     env.filters["codify"] = codify
     env.filters["when"] = when
     return env
-
-
-# --- admin passwords -----------------------------------------------------------------------------
-
-PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-
-
-def new_password() -> str:
-    # 4 groups of 4 from an alphabet without look-alikes: easy to read aloud and to type.
-    alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
-    return "-".join("".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(4))
-
-
-def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
-
-
-def password_matches(password: str, stored: str | None) -> bool:
-    """Constant-time comparison against an scrypt hash; False for anything malformed."""
-    if not stored or not password:
-        return False
-    try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        candidate = hashlib.scrypt(
-            password.encode(), salt=_unb64(salt), n=int(n), r=int(r), p=int(p)
-        )
-    except ValueError:
-        return False
-    return hmac.compare_digest(candidate, _unb64(digest))
-
-
-def write_password_file(data_dir: Path, password: str) -> None:
-    """Kept readable by the owner only, so that a ``… password`` command can show it again."""
-    write_atomic(data_dir / PASSWORD_FILE, (password + "\n").encode(), mode=0o600)
-
-
-def read_password_file(data_dir: Path) -> str | None:
-    try:
-        return (data_dir / PASSWORD_FILE).read_text().strip() or None
-    except FileNotFoundError:
-        return None
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

@@ -27,6 +27,7 @@ from tests.servers import (
     fresh_store_url,
     lanlock_command,
     make_tls_files,
+    running_cloud,
     start_box,
     start_cloud,
 )
@@ -37,11 +38,8 @@ NO_CONSOLE_NEEDED = "http://127.0.0.1:1"  # a console URL is what makes a box "c
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory) -> Iterator[RunningCloud]:
-    tmp = tmp_path_factory.mktemp("cloud")
-    with fresh_store_url("sqlite", tmp) as url:
-        running = start_cloud(url, tmp / "data")
+    with running_cloud(tmp_path_factory.mktemp("cloud")) as running:
         yield running
-        running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -53,25 +51,8 @@ def store(cloud) -> Iterator[Store]:
 
 @pytest.fixture(scope="module")
 def root(cloud) -> Path:
-    out = subprocess.run(
-        lanlock_command(
-            "cloud",
-            "ca",
-            "root",
-            "--store",
-            cloud.store_url,
-            "--zone",
-            cloud.zone,
-            "--data",
-            str(cloud.data_dir),
-        ),
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "LANLOCK_SECRET_KEY": "test-secret-key-0123456789abcdef"},
-    ).stdout
     path = cloud.data_dir / "root.pem"
-    path.write_text(out)
+    path.write_text(cloud.root_pem())
     return path
 
 
@@ -142,22 +123,11 @@ def test_cloud_unreachable_closed_port(tmp_path, boxes, store):
 
 def test_cloud_tls_not_trusted(tmp_path, boxes, store):
     tls = make_tls_files(tmp_path / "tls")
-    port = free_port()
     with fresh_store_url("sqlite", tmp_path) as url:
-        tls_cloud = start_cloud(
-            url,
-            tmp_path / "cloud",
-            "--tls-cert",
-            str(tls.cert),
-            "--tls-key",
-            str(tls.key),
-            port=port,
-            health_url=f"https://localhost:{port}/healthz",
-            health_verify=ssl.create_default_context(cafile=str(tls.ca)),
-        )
+        tls_cloud = start_cloud(url, tmp_path / "cloud", tls=tls)
         try:
             give_credentials(tmp_path / "box", Customer.create(store))
-            box = run_box(boxes, tmp_path / "box", "--cloud", f"https://localhost:{port}")
+            box = run_box(boxes, tmp_path / "box", "--cloud", tls_cloud.url)
             state = box.wait_for(code_is("ERR_IOT_HTTPS_LOAD_REQUEST_EXCEPTION"))
             assert "CERTIFICATE_VERIFY_FAILED" in state["message"]
         finally:

@@ -21,16 +21,18 @@ from lanlock.box.tls_store import TLSStore
 from lanlock.store import Store
 from tests.box.test_lifecycle import give_credentials, host_of, served_certificate
 from tests.boxes import Customer
-from tests.servers import RunningCloud, free_port, fresh_store_url, start_box, start_cloud
+from tests.servers import (
+    RunningCloud,
+    free_port,
+    running_cloud,
+    start_box,
+)
 
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory) -> Iterator[RunningCloud]:
-    tmp = tmp_path_factory.mktemp("cloud")
-    with fresh_store_url("sqlite", tmp) as url:
-        running = start_cloud(url, tmp / "data")
+    with running_cloud(tmp_path_factory.mktemp("cloud")) as running:
         yield running
-        running.stop()
 
 
 @pytest.fixture
@@ -193,31 +195,8 @@ def served_certificate_unverified(port: int) -> pki.x509.Certificate:
 
 
 def test_rotated_certificate_verifies_for_the_box_name(agent, cloud, tmp_path):
-    import os
-
     root = tmp_path / "root.pem"
-    root.write_text(
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "lanlock",
-                "cloud",
-                "ca",
-                "root",
-                "--store",
-                cloud.store_url,
-                "--zone",
-                cloud.zone,
-                "--data",
-                str(cloud.data_dir),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "LANLOCK_SECRET_KEY": "test-secret-key-0123456789abcdef"},
-        ).stdout
-    )
+    root.write_text(cloud.root_pem())
     agent.check(force_new=True)
     leaf = served_certificate(agent.settings.https_port, host_of(agent.manager.state.url), root)
     assert leaf == TLSStore(agent.data_dir / "tls").current().leaf

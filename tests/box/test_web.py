@@ -7,7 +7,6 @@ import functools
 import hashlib
 import hmac
 import html
-import os
 import re
 import secrets
 import ssl
@@ -24,8 +23,13 @@ from lanlock import errors
 from lanlock.box.settings import load_config, save_config
 from lanlock.store import Store
 from tests.boxes import Customer
-from tests.servers import RunningBox, RunningCloud, fresh_store_url, lanlock_command, start_box
-from tests.servers import start_cloud as start_real_cloud
+from tests.servers import (
+    RunningBox,
+    RunningCloud,
+    lanlock_command,
+    running_cloud,
+    start_box,
+)
 
 UNREACHABLE_CONSOLE = "http://127.0.0.1:1"  # a console URL is what makes a box "connected"
 BOX_NAME = "Front desk <1>"
@@ -38,11 +42,8 @@ ACTIONS = ("/credentials", "/log-level", "/restart", "/logs/download")
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCloud]:
-    tmp = tmp_path_factory.mktemp("web-cloud")
-    with fresh_store_url("sqlite", tmp) as url:
-        running = start_real_cloud(url, tmp / "data", "--failure-limit", "10000")
+    with running_cloud(tmp_path_factory.mktemp("web-cloud"), "--failure-limit", "10000") as running:
         yield running
-        running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -54,20 +55,8 @@ def store(cloud: RunningCloud) -> Iterator[Store]:
 
 @pytest.fixture(scope="module")
 def root(cloud: RunningCloud) -> Path:
-    pem = subprocess.run(
-        lanlock_command(
-            "cloud",
-            "ca",
-            "root",
-            *("--store", cloud.store_url, "--zone", cloud.zone, "--data", str(cloud.data_dir)),
-        ),
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "LANLOCK_SECRET_KEY": "test-secret-key-0123456789abcdef"},
-    ).stdout
     path = cloud.data_dir / "web-root.pem"
-    path.write_text(pem)
+    path.write_text(cloud.root_pem())
     return path
 
 

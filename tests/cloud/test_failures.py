@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import ssl
 import subprocess
+from pathlib import Path
 
 import httpx
 from sqlalchemy import create_engine, text
@@ -62,34 +62,13 @@ def drop_database(url: str) -> None:
 def test_cloud_over_tls_is_verified_by_the_box(tmp_path):
     tls = make_tls_files(tmp_path)
     with fresh_store_url("sqlite", tmp_path) as url:
-        port = free_port()
-        cloud = start_cloud(
-            url,
-            tmp_path / "data",
-            "--tls-cert",
-            str(tls.cert),
-            "--tls-key",
-            str(tls.key),
-            port=port,
-            health_url=f"https://localhost:{port}/healthz",
-            health_verify=ssl.create_default_context(cafile=str(tls.ca)),
-        )
+        cloud = start_cloud(url, tmp_path / "data", tls=tls)
         try:
             store = Store(url, pool_size=1)
             customer = Customer.create(store)
             store.dispose()
-            ask = lanlock_command(
-                "box",
-                "request",
-                "--data",
-                str(tmp_path / "box"),
-                "--cloud",
-                f"https://localhost:{port}",
-                "--db-uuid",
-                customer.db_uuid,
-                "--code",
-                customer.code,
-                "--json",
+            ask = box_request(
+                tmp_path / "box", cloud.url, customer.db_uuid, customer.code, "--json"
             )
             trusted = run([*ask, "--cloud-ca", str(tls.ca)])
             assert trusted.returncode == 0, trusted.stderr
@@ -104,43 +83,24 @@ def test_cloud_over_tls_is_verified_by_the_box(tmp_path):
 
 
 def test_box_refuses_plain_http_to_a_cloud_off_loopback(tmp_path):
-    result = run(
-        lanlock_command(
-            "box",
-            "request",
-            "--data",
-            str(tmp_path),
-            "--cloud",
-            "http://192.0.2.1:8700",
-            "--db-uuid",
-            "u",
-            "--code",
-            "c",
-        )
-    )
+    result = run(box_request(tmp_path, "http://192.0.2.1:8700", "u", "c"))
     assert result.returncode == 2
     assert "https://" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_closed_port_gives_request_exception(tmp_path):
-    result = run(
-        lanlock_command(
-            "box",
-            "request",
-            "--data",
-            str(tmp_path),
-            "--cloud",
-            f"http://127.0.0.1:{free_port()}",
-            "--db-uuid",
-            "u",
-            "--code",
-            "c",
-            "--json",
-        )
-    )
+    result = run(box_request(tmp_path, f"http://127.0.0.1:{free_port()}", "u", "c", "--json"))
     assert result.returncode == 1
     assert json.loads(result.stdout)["code"] == "ERR_IOT_HTTPS_LOAD_REQUEST_EXCEPTION"
+
+
+def box_request(data: Path, cloud: str, db_uuid: str, code: str, *extra: str) -> list[str]:
+    return lanlock_command(
+        "box",
+        "request",
+        *("--data", str(data), "--cloud", cloud, "--db-uuid", db_uuid, "--code", code, *extra),
+    )
 
 
 def run(command: list[str]) -> subprocess.CompletedProcess[str]:

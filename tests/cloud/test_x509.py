@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 
 import josepy
@@ -17,28 +16,6 @@ from lanlock.cloud import admin
 from lanlock.store import Store
 from lanlock.store.models import AuditEntry, Box, Certificate
 from tests.boxes import Customer, TestBox
-from tests.servers import RunningCloud, lanlock_command
-
-
-def root_from_cli(cloud: RunningCloud) -> pki.x509.Certificate:
-    out = subprocess.run(
-        lanlock_command(
-            "cloud",
-            "ca",
-            "root",
-            "--store",
-            cloud.store_url,
-            "--zone",
-            cloud.zone,
-            "--data",
-            str(cloud.data_dir),
-        ),
-        check=True,
-        capture_output=True,
-        text=True,
-        env={"LANLOCK_SECRET_KEY": "test-secret-key-0123456789abcdef", "PATH": "/usr/bin"},
-    ).stdout
-    return pki.certificate_from_pem(out)
 
 
 def counts(store: Store) -> tuple[int, int]:
@@ -75,7 +52,7 @@ def test_granted_certificate_verifies_for_the_box_name_only(cloud, cloud_store):
     leaf = pki.certificate_from_pem(result["x509_pem"])
     chain = pki.certificates_from_pem(result["chain_pem"])
     assert leaf.public_key() == box.tls_key.public_key()
-    root = root_from_cli(cloud)
+    root = pki.certificate_from_pem(cloud.root_pem())
 
     pki.verify_server_chain(leaf, chain, [root], f"10-0-0-7.{scope}.{cloud.zone}")
     pki.verify_server_chain(leaf, chain, [root], f"{scope}.{cloud.zone}")

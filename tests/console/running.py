@@ -8,7 +8,6 @@ import html
 import json
 import re
 import secrets
-import signal
 import ssl
 import subprocess
 import threading
@@ -26,7 +25,13 @@ from lanlock.console.models import Base, ConsoleRecord
 from lanlock.console.server import MIGRATIONS
 from lanlock.links import body_signature
 from lanlock.store import Store
-from tests.servers import exited_at_start, free_port, lanlock_command, with_fresh_ports
+from tests.servers import (
+    free_port,
+    lanlock_command,
+    stop_process,
+    wait_until_answering,
+    with_fresh_ports,
+)
 
 PASSWORD_LINE = re.compile(r"Admin password: (\S+)")
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -102,13 +107,7 @@ class RunningConsole:
             store.dispose()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
 
 
 @with_fresh_ports
@@ -142,17 +141,9 @@ def start_console(
     console = RunningConsole(
         f"{scheme}://{host_name}:{port}", data_dir, store_url, process, log, verify
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise exited_at_start("the console", log)
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(console.url + "/healthz", timeout=1, verify=verify).status_code == 200:
-                console.admin_password = next(iter(console.printed_passwords()), "")
-                return console
-        time.sleep(0.1)
-    console.stop()
-    raise RuntimeError(f"the console did not answer within 60 s:\n{console.log_text()}")
+    wait_until_answering("the console", process, log, console.url + "/healthz", verify)
+    console.admin_password = next(iter(console.printed_passwords()), "")
+    return console
 
 
 @contextlib.contextmanager

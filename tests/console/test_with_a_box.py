@@ -17,16 +17,18 @@ from lanlock.cloud import admin as cloud_admin
 from lanlock.store import Store
 from tests.console.conftest import CODE
 from tests.console.running import RunningConsole, make_link, text_of
-from tests.servers import RunningCloud, fresh_store_url, lanlock_command, start_box, start_cloud
+from tests.servers import (
+    RunningCloud,
+    lanlock_command,
+    running_cloud,
+    start_box,
+)
 
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCloud]:
-    tmp = tmp_path_factory.mktemp("console-cloud")
-    with fresh_store_url("sqlite", tmp) as url:
-        running = start_cloud(url, tmp / "data")
+    with running_cloud(tmp_path_factory.mktemp("console-cloud")) as running:
         yield running
-        running.stop()
 
 
 def wait_for_page(fetch: Callable[[], str], pattern: str, timeout: float = 30.0) -> str:

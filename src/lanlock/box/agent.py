@@ -23,8 +23,8 @@ from pathlib import Path
 
 import uvicorn
 
-from lanlock import __version__, pki
-from lanlock.box import console_client, logs, password
+from lanlock import __version__, passwords, pki
+from lanlock.box import console_client, logs
 from lanlock.box.identity import load_or_create_device_key
 from lanlock.box.lifecycle import (
     HOMEPAGE_CHECK_INTERVAL,
@@ -149,9 +149,9 @@ class Agent:
             return
         made_password = not self.config.password_hash
         if made_password:
-            secret = password.read_password_file(self.data_dir) or password.new_password()
-            password.write_password_file(self.data_dir, secret)
-            hashed = password.hash_password(secret)
+            secret = passwords.read_password_file(self.data_dir) or passwords.new_password()
+            passwords.write_password_file(self.data_dir, secret)
+            hashed = passwords.hash_password(secret)
         form_secret = self.config.form_secret
 
         def fill(config: BoxConfig) -> None:

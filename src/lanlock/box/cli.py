@@ -10,12 +10,12 @@ from pathlib import Path
 import click
 import httpx
 
-from lanlock import errors, names, pki
-from lanlock.box import password as passwords
+from lanlock import errors, names, passwords, pki
 from lanlock.box.cloud_client import post_x509, x509_payload
 from lanlock.box.identity import load_or_create_device_key
 from lanlock.box.settings import load_config, save_config
-from lanlock.config import default_data_dir, option
+from lanlock.config import default_data_dir, json_flag, option
+from lanlock.web_common import masked_code
 
 DATA_OPTION = option(
     "--data",
@@ -52,7 +52,7 @@ def box() -> None:
 @option("--db-uuid", required=True, help="the database UUID")
 @option("--code", required=True, help="the subscription (contract) code")
 @option("--address", default="10.0.0.7", show_default=True, help="the box's LAN address")
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@json_flag
 def request(
     data: Path | None,
     cloud_url: str,
@@ -190,7 +190,7 @@ def run(data: Path | None, cloud_url: str | None, address: str | None, **kw: obj
 
 @box.command()
 @DATA_OPTION
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@json_flag
 def status(data: Path | None, as_json: bool) -> None:
     """The certificate state: URL and validity, or the error code and what to do."""
     from lanlock.box.agent import STATE_FILE
@@ -253,14 +253,11 @@ def credentials(
     if console_url is not None:
         config.console_url = console_url.strip() or None
     save_config(folder, config)
+    shown = masked_code(config.enterprise_code) or "(none)"
     click.echo(
-        f"database {config.db_uuid or '(none)'}, code "
-        f"{_masked(config.enterprise_code)}, console {config.console_url or '(none)'}"
+        f"database {config.db_uuid or '(none)'}, code {shown}, "
+        f"console {config.console_url or '(none)'}"
     )
-
-
-def _masked(code: str | None) -> str:
-    return "(none)" if not code else "•" * 6 + code[-4:] if len(code) > 8 else "•" * 6
 
 
 @box.command()

@@ -27,34 +27,40 @@ the password are never logged nor shown; the code appears masked (``••••
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import hmac
 import ipaddress
 import logging
 import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
-import jinja2
-from markupsafe import Markup, escape
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lanlock import errors
 from lanlock.box import logs
 from lanlock.box.console_client import PairingError
-from lanlock.box.password import password_matches
 from lanlock.links import MAX_LINK_SECONDS, link_is_valid
+from lanlock.passwords import password_matches
+from lanlock.web_common import (
+    CSP,
+    Refused,
+    SecurityHeaders,
+    form_token,
+    form_token_valid,
+    masked_code,
+    read_form,
+    same_origin,
+    static_endpoint,
+    templates,
+    when,
+)
 
 if TYPE_CHECKING:
     from lanlock.box.agent import Agent
@@ -64,64 +70,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("lanlock.box.web")
 
 TEMPLATES = Path(__file__).parent / "templates"
-FORM_TOKEN_SECONDS = 2 * 3600
-FORM_TOKEN_SKEW = 60  # a token "issued" up to a minute ahead still passes (clock steps)
-MAX_FORM_BYTES = 16 * 1024
+STATIC = {"box.js": "text/javascript; charset=utf-8", "box.css": "text/css; charset=utf-8"}
 MAX_FIELD_CHARS = 200
 LOG_DOWNLOAD_PATH = "/logs/download"
 
-_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src {connect}; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
-SECURITY_HEADERS = {
-    "Content-Security-Policy": _CSP.format(connect="'none'"),
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_CODE_SPAN = re.compile(r"`([^`]*)`")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class Refused(Exception):
-    """An action refused before anything changed: the page says why."""
-
-    def __init__(self, status: int, title: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.title, self.message = status, title, message
-
-
 # --- helpers that need no agent --------------------------------------------------------------
-
-
-def form_token(secret: str, now: float | None = None) -> str:
-    issued = int(time.time() if now is None else now)
-    return f"{issued}.{_form_mac(secret, issued)}"
-
-
-def form_token_valid(secret: str, token: str, now: float | None = None) -> bool:
-    issued_text, _, mac = token.partition(".")
-    if not issued_text.isdigit() or len(issued_text) > 12 or not mac:
-        return False
-    issued = int(issued_text)
-    age = (time.time() if now is None else now) - issued
-    if not -FORM_TOKEN_SKEW <= age <= FORM_TOKEN_SECONDS:
-        return False
-    return hmac.compare_digest(_form_mac(secret, issued), mac)
-
-
-def _form_mac(secret: str, issued: int) -> str:
-    return hmac.new(secret.encode(), f"form\n{issued}".encode(), hashlib.sha256).hexdigest()
-
-
-def masked_code(code: str | None) -> str:
-    """``••••••1234``: enough to recognise a code, never enough to use it."""
-    if not code:
-        return ""
-    return "•" * 6 + code[-4:] if len(code) > 8 else "•" * 6
 
 
 def host_is_ip(host: str | None) -> bool:
@@ -141,98 +98,15 @@ def host_is_ip(host: str | None) -> bool:
     return True
 
 
-def _origin_key(netloc: str, scheme: str) -> tuple[str, int] | None:
-    try:
-        parts = urlsplit("//" + netloc)
-        port = parts.port
-    except ValueError:
-        return None
-    if not parts.hostname:
-        return None
-    return parts.hostname.lower(), port or (443 if scheme == "https" else 80)
-
-
-def same_origin(request: Request) -> bool:
-    """The Origin (or else the Referer) names this page's origin, or the browser sent neither."""
-    origin = request.headers.get("origin")
-    source = origin if origin and origin != "null" else request.headers.get("referer")
-    if not source:
-        return True
-    try:
-        parts = urlsplit(source)
-    except ValueError:
-        return False
-    scheme = request.url.scheme
-    if parts.scheme != scheme:
-        return False
-    mine = _origin_key(request.headers.get("host", ""), scheme)
-    return mine is not None and _origin_key(parts.netloc, scheme) == mine
-
-
 def download_filename(name: str, now: float | None = None) -> str:
     safe = _SAFE_NAME.sub("_", name).strip("._") or "box"
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
     return f"lanlock-{safe}-{stamp}.log"
 
 
-def _codify(text: str | None) -> Markup:
-    """Escape a catalogue text and show its `backticked` commands and files as code."""
-    escaped = str(escape(text or ""))
-    return Markup(_CODE_SPAN.sub(r"<code>\1</code>", escaped))  # noqa: S704 - escaped above
-
-
-def _when(value: str | float | None) -> str:
-    if value is None or value == "":
-        return ""
-    if isinstance(value, int | float):
-        moment = dt.datetime.fromtimestamp(value, dt.UTC)
-    else:
-        try:
-            moment = dt.datetime.fromisoformat(value)
-        except ValueError:
-            return str(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def _origin_of(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
-
-
-def _templates() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["codify"] = _codify
-    env.filters["when"] = _when
-    return env
-
-
-class _SecurityHeaders:
-    """Adds the security headers to every response that does not set its own."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for key, value in SECURITY_HEADERS.items():
-                    headers.setdefault(key, value)
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 # --- the app ---------------------------------------------------------------------------------
@@ -241,11 +115,7 @@ class _SecurityHeaders:
 class _Pages:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        self.env = _templates()
-        self.static = {
-            "box.js": ((TEMPLATES / "box.js").read_bytes(), "text/javascript; charset=utf-8"),
-            "box.css": ((TEMPLATES / "box.css").read_bytes(), "text/css; charset=utf-8"),
-        }
+        self.env = templates(TEMPLATES)
 
     # --- rendering -------------------------------------------------------------------------
 
@@ -280,7 +150,7 @@ class _Pages:
         rebinding = cert_valid and host_is_ip(host)
         csp = None
         if rebinding:
-            csp = _CSP.format(connect=_origin_of(state.url or ""))
+            csp = CSP.format(connect=_origin_of(state.url or ""))
         tail = await run_in_threadpool(logs.tail, agent.log_file)
         return self.render(
             "home.html",
@@ -322,29 +192,7 @@ class _Pages:
         # resolves and connects from the user's network (the DNS-rebinding check).
         return Response(status_code=204, headers={"Access-Control-Allow-Origin": "*"})
 
-    async def static_file(self, request: Request) -> Response:
-        found = self.static.get(request.path_params["name"])
-        if found is None:
-            return Response("not found", status_code=404, media_type="text/plain")
-        content, media_type = found
-        return Response(content, media_type=media_type, headers={"Cache-Control": "no-cache"})
-
     # --- actions ---------------------------------------------------------------------------
-
-    async def _read_form(self, request: Request) -> dict[str, str]:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/x-www-form-urlencoded":
-            raise Refused(415, "Not a form", "The box accepts only its own forms.")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                raise Refused(413, "Form too large", "The form sent is too large.")
-        try:
-            fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
-        except (UnicodeDecodeError, ValueError):
-            raise Refused(400, "Unreadable form", "The form sent cannot be read.") from None
-        return {key: values[0] for key, values in fields.items()}
 
     async def _authorized(self, request: Request, action: str) -> tuple[dict[str, str], BoxConfig]:
         """The form and fresh settings once origin, form token and password all hold."""
@@ -357,7 +205,7 @@ class _Pages:
                 "This form was sent from a page that is not this box's homepage, so the box "
                 "refused it and changed nothing. Open the box's homepage and use its forms.",
             )
-        form = await self._read_form(request)
+        form = await read_form(request)
         config = await run_in_threadpool(self.agent.read_config)
         if not form_token_valid(config.form_secret, form.get("csrf", "")):
             log.warning("%s refused: missing or invalid form token (client %s)", action, client)
@@ -450,7 +298,7 @@ class _Pages:
         log.warning(
             "log level set to %s from the homepage%s",
             level,
-            f" until {_when(config.log_level_until)}" if config.log_level_until else "",
+            f" until {when(config.log_level_until)}" if config.log_level_until else "",
         )
         return RedirectResponse("/", status_code=303)
 
@@ -565,7 +413,7 @@ def create_app(agent: Agent) -> Starlette:
             Route("/", pages.home, methods=["GET"]),
             Route("/status.json", pages.status, methods=["GET"]),
             Route("/ping", pages.ping, methods=["GET"]),
-            Route("/static/{name:str}", pages.static_file, methods=["GET"]),
+            Route("/static/{name:str}", static_endpoint(TEMPLATES, STATIC), methods=["GET"]),
             Route(LOG_DOWNLOAD_PATH, pages.download_link, methods=["GET"]),
             Route(LOG_DOWNLOAD_PATH, pages.action, methods=["POST"]),
             Route("/credentials", pages.action, methods=["POST"]),
@@ -574,5 +422,5 @@ def create_app(agent: Agent) -> Starlette:
             Route("/connect", pages.action, methods=["POST"]),
             Route("/disconnect", pages.action, methods=["POST"]),
         ],
-        middleware=[Middleware(_SecurityHeaders)],
+        middleware=[Middleware(SecurityHeaders)],
     )

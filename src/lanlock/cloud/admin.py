@@ -22,6 +22,9 @@ from lanlock.store.models import (
     Subscription,
     SubscriptionLine,
 )
+from lanlock.web_common import masked_code
+
+HIDDEN = "…"  # codes are secrets: listings show them as …1234
 
 
 class AdminError(ValueError):
@@ -61,13 +64,13 @@ def _subscriptions_of(session: Any, uuid: str) -> list[dict[str, Any]]:
     # Codes are secrets: a listing names them only by their last four characters.
     subs = session.scalars(select(Subscription).where(Subscription.database_uuid == uuid)).all()
     return [
-        {"code": mask(s.code), "state": s.state, "iot_boxes": _iot_boxes(session, s.code)}
+        {
+            "code": masked_code(s.code, HIDDEN),
+            "state": s.state,
+            "iot_boxes": _iot_boxes(session, s.code),
+        }
         for s in subs
     ]
-
-
-def mask(code: str) -> str:
-    return "…" + code[-4:] if len(code) > 8 else "…"
 
 
 def add_subscription(
@@ -90,7 +93,12 @@ def add_subscription(
         session.add(Subscription(code=code, database_uuid=database, state=state))
         session.flush()
         _set_iot_boxes(session, code, iot_boxes)
-    return {"code": mask(code), "database": database, "state": state, "iot_boxes": iot_boxes}
+    return {
+        "code": masked_code(code, HIDDEN),
+        "database": database,
+        "state": state,
+        "iot_boxes": iot_boxes,
+    }
 
 
 def set_subscription(
@@ -112,7 +120,7 @@ def set_subscription(
         if iot_boxes is not None:
             _set_iot_boxes(session, code, iot_boxes)
         return {
-            "code": mask(code),
+            "code": masked_code(code, HIDDEN),
             "database": subscription.database_uuid,
             "state": subscription.state,
             "iot_boxes": _iot_boxes(session, code),

@@ -11,27 +11,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from lanlock.cloud.x509 import X509Service
+from lanlock.web_common import BodyTooLarge, read_limited_body
 
 MAX_BODY_BYTES = 64 * 1024
 ACCEPTED_TYPES = ("application/jose+json", "application/json")
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_limited_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The body, refusing early (by Content-Length) or while streaming past ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def create_app(service: X509Service) -> Starlette:
@@ -42,7 +25,7 @@ def create_app(service: X509Service) -> Starlette:
                 {"detail": "send the signed request as application/jose+json"}, status_code=415
             )
         try:
-            body = await read_limited_body(request)
+            body = await read_limited_body(request, MAX_BODY_BYTES)
         except BodyTooLarge:
             service.metrics.count("too_large")
             return JSONResponse(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from lanlock.cloud import admin
 from lanlock.cloud.authority import AuthorityError
 from lanlock.cloud.secret import SecretKeyError
 from lanlock.cloud.server import DEFAULT_PORT, DEFAULT_ZONE, CloudSettings, open_store
-from lanlock.config import default_data_dir, option
+from lanlock.config import default_data_dir, emit, json_flag, option
 from lanlock.names import InvalidName
 from lanlock.store import StoreConfigError
 
@@ -35,14 +34,6 @@ def store_options(command: Any) -> Any:
 
 def settings_from(data: Path | None, store: str | None, **kw: Any) -> CloudSettings:
     return CloudSettings(data_dir=data or default_data_dir("cloud"), store_url=store, **kw)
-
-
-def emit(data: Any, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(data, indent=2) if as_json else text)
-
-
-def json_flag(command: Any) -> Any:
-    return click.option("--json", "as_json", is_flag=True, help="print JSON")(command)
 
 
 @click.group()

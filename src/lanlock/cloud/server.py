@@ -6,8 +6,6 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
-
 from lanlock import names
 from lanlock.cloud.app import create_app
 from lanlock.cloud.authority import load_or_create_authority
@@ -18,6 +16,7 @@ from lanlock.cloud.metrics import CloudMetrics
 from lanlock.cloud.secret import load_or_create_secret
 from lanlock.cloud.x509 import X509Service, X509Settings
 from lanlock.store import Store
+from lanlock.web_common import run_server
 
 DEFAULT_ZONE = "iot.localhost"
 DEFAULT_PORT = 8700
@@ -96,15 +95,4 @@ def make_issuer(
 
 def serve(settings: CloudSettings) -> None:
     app = create_app(build_service(settings))
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
-        log_level="info",
-        server_header=False,
-        # Nothing sensitive travels in the URL, but there is no need to log every box's request.
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    run_server(app, settings.host, settings.port, settings.tls_cert, settings.tls_key)

@@ -48,6 +48,7 @@ from lanlock.web_common import (
     read_form,
     read_limited_body,
     same_origin,
+    static_endpoint,
     templates,
 )
 
@@ -101,9 +102,6 @@ class Console:
         self.form_secret = record.load(store).form_secret
         self.env = templates(TEMPLATES)
         self.env.filters["ago"] = ago
-        self.static = {
-            name: ((TEMPLATES / name).read_bytes(), kind) for name, kind in STATIC.items()
-        }
 
     # --- rendering -------------------------------------------------------------------------
 
@@ -289,13 +287,6 @@ class Console:
     async def home(self, _: Request) -> Response:
         return RedirectResponse("/iot", status_code=303)
 
-    async def static_file(self, request: Request) -> Response:
-        found = self.static.get(request.path_params["name"])
-        if found is None:
-            return Response("not found", status_code=404, media_type="text/plain")
-        content, media_type = found
-        return Response(content, media_type=media_type, headers={"Cache-Control": "no-cache"})
-
     async def healthz(self, _: Request) -> Response:
         await run_in_threadpool(record.load, self.store)  # a store that is down answers 503
         return JSONResponse({"status": "ok"})
@@ -402,7 +393,7 @@ def create_app(store: Store) -> Starlette:
             Route(pairing.PAIR_PATH + "{code}", console.pair_info, methods=["GET"]),
             Route(pairing.PAIR_PATH + "{code}", console.pair_api, methods=["POST"]),
             Route("/iot/status", console.status_api, methods=["POST"]),
-            Route("/static/{name}", console.static_file, methods=["GET"]),
+            Route("/static/{name}", static_endpoint(TEMPLATES, STATIC), methods=["GET"]),
             Route("/healthz", console.healthz, methods=["GET"]),
         ],
         middleware=[Middleware(SecurityHeaders)],

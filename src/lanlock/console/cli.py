@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from lanlock.config import default_data_dir, option
+from lanlock.config import default_data_dir, emit, json_flag, option
 from lanlock.console import boxes as box_cards
 from lanlock.console import pairing, record, server
 from lanlock.console.server import DEFAULT_HOST, DEFAULT_PORT, ConsoleSettings, open_console
@@ -30,14 +29,6 @@ def console_options(command: Any) -> Any:
         help="the console's data folder (admin password, default store) "
         "[default: the user's data folder]/lanlock/console",
     )(command)
-
-
-def json_flag(command: Any) -> Any:
-    return click.option("--json", "as_json", is_flag=True, help="print JSON")(command)
-
-
-def emit(data: Any, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(data, indent=2) if as_json else text)
 
 
 def first_start_note(password: str) -> str:

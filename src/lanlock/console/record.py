@@ -19,15 +19,15 @@ from sqlalchemy.orm import Session
 
 from lanlock.console.models import THE_CONSOLE, ConsoleRecord, LoginSession
 from lanlock.console.protocol import CONTROL, URL_CHARS, plain_url
-from lanlock.store import Store
-from lanlock.store.models import utcnow
-from lanlock.web_common import (
+from lanlock.passwords import (
     hash_password,
     new_password,
     password_matches,
     read_password_file,
     write_password_file,
 )
+from lanlock.store import Store
+from lanlock.store.models import utcnow
 
 MAX_CODE_CHARS = 128
 

@@ -6,11 +6,10 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
-
 from lanlock.console import record
 from lanlock.console.app import create_app
 from lanlock.store import Store
+from lanlock.web_common import run_server
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8800
@@ -63,14 +62,4 @@ def open_console(settings: ConsoleSettings) -> tuple[Store, str | None]:
 
 def serve(settings: ConsoleSettings, store: Store) -> None:
     record.set_public_url(store, settings.url)
-    uvicorn.run(
-        create_app(store),
-        host=settings.host,
-        port=settings.port,
-        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
-        log_level="info",
-        server_header=False,
-        access_log=False,  # pairing links are secrets in their URL: keep them out of the log
-        timeout_graceful_shutdown=10,
-    )
+    run_server(create_app(store), settings.host, settings.port, settings.tls_cert, settings.tls_key)
