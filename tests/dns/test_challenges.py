@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import dns.rcode
 import dns.rdatatype
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from tests.dns.running import (
     RunningDNS,
@@ -17,6 +21,7 @@ from tests.dns.running import (
     txt_values,
     unpublish,
 )
+from tests.realparts import POSTGRES_URL
 from tests.servers import fresh_store_url
 
 ZONE = "iot.test"
@@ -96,3 +101,36 @@ def test_other_types_at_a_challenge_name_are_nodata(server: RunningDNS, scope: s
     assert response.rcode() == dns.rcode.NOERROR
     assert response.answer == []
     assert response.authority[0].rdtype == dns.rdatatype.SOA
+
+
+def test_a_lost_store_turns_txt_answers_to_servfail_and_delays_no_address_answer(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL goes away (its database dropped): the values already read are answered for a
+    few seconds, then TXT answers SERVFAIL ("I cannot know"), never a cacheable "no such
+    record"; address answers never wait for the store."""
+    with fresh_store_url("postgres", tmp_path) as url, running_dns(url, tmp_path) as server:
+        name = f"_acme-challenge.{'q' * 16}.{ZONE}"
+        publish(url, name, "before-the-loss")
+        settles(server, name, {"before-the-loss"})
+        drop_database(url)
+        lost_at = time.monotonic()
+        servfail_after = None
+        while time.monotonic() - lost_at < 8 and servfail_after is None:
+            started = time.monotonic()
+            assert server.ask(f"10-0-0-7.{'q' * 16}.{ZONE}", "A", timeout=1).answer
+            assert time.monotonic() - started < 0.5
+            if server.ask(name, "TXT", timeout=1).rcode() == dns.rcode.SERVFAIL:
+                servfail_after = time.monotonic() - lost_at
+            time.sleep(0.1)
+        assert servfail_after is not None and 3 < servfail_after < 8
+        assert "cannot read challenge values from the store" in server.log_text()
+
+
+def drop_database(url: str) -> None:
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{make_url(url).database}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

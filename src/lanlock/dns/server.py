@@ -107,37 +107,30 @@ def prepare_store(url: str) -> None:
 
 def bind_sockets(host: str, port: int, count: int) -> list[tuple[socket.socket, socket.socket]]:
     """``count`` pairs of (UDP, listening TCP) sockets on one address and port."""
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][0]
-    shared = count > 1
-    if shared:
-        _check_free(family, host, port)
-    pairs: list[tuple[socket.socket, socket.socket]] = []
+    opened: list[socket.socket] = []
     try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][0]
+        shared = count > 1
+        if shared:
+            _check_free(family, host, port)
         for _ in range(count):
-            udp = _bound(family, socket.SOCK_DGRAM, host, port, shared)
-            port = udp.getsockname()[1]  # a port of 0 becomes the one the system chose
-            tcp = _bound(family, socket.SOCK_STREAM, host, port, shared)
-            pairs.append((udp, tcp))
-            tcp.listen(_TCP_BACKLOG)
+            opened.append(_bound(family, socket.SOCK_DGRAM, host, port, shared))
+            port = opened[-1].getsockname()[1]  # a port of 0 becomes the one the system chose
+            opened.append(_bound(family, socket.SOCK_STREAM, host, port, shared))
+            opened[-1].listen(_TCP_BACKLOG)
     except OSError as exc:
-        for udp, tcp in pairs:
-            udp.close()
-            tcp.close()
+        for sock in opened:
+            sock.close()
         raise PortInUse(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from exc
-    return pairs
+    return list(zip(opened[::2], opened[1::2], strict=True))
 
 
 def _check_free(family: int, host: str, port: int) -> None:
     """Fail if anything listens already: with SO_REUSEPORT, a second server of the same user
     would otherwise quietly share the port with the first, each getting half of the queries."""
     for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(family, kind) as probe:
-            try:
-                probe.bind((host, port))
-            except OSError as exc:
-                raise PortInUse(
-                    f"cannot listen on {host} port {port}: {exc.strerror or exc}"
-                ) from exc
+        with _bound(family, kind, host, port, shared=False):
+            pass
 
 
 def _bound(family: int, kind: int, host: str, port: int, shared: bool) -> socket.socket:
