@@ -1,8 +1,9 @@
 """One worker process: a blocking UDP loop on its main thread, TCP and the store on two others.
 
 Why a plain blocking ``recvfrom``/``sendto`` loop and not asyncio: an asyncio datagram protocol
-adds an event-loop turn, a callback and a transport call to every packet, and was measured here
-at about a quarter of the blocking loop's rate (BENCHMARKS.md). The UDP socket is the worker's
+adds an event-loop turn (one more system call), a callback and a transport call to every packet,
+and answered less than half as many queries a second as this loop with the same answer code
+(``bench/dns_loops.py``; BENCHMARKS.md). The UDP socket is the worker's
 alone (the kernel spreads packets over the workers with ``SO_REUSEPORT``), so nothing else needs
 the main thread. TCP (rare, and slow clients must not block anybody) gets a ``selectors`` loop on
 a thread; the challenge snapshot (:mod:`lanlock.dns.challenges`) gets a thread of its own.
