@@ -10,7 +10,9 @@ instead of both reading stale counts.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,11 +120,29 @@ def _sqlite_on_connect(dbapi_connection: object, _record: object) -> None:
     # Hand transaction control to the "begin" hook below instead of pysqlite's own guesswork.
     dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
     cursor.execute("PRAGMA busy_timeout=30000")
+    _use_wal(cursor)
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")  # durable with WAL, far fewer fsyncs
     cursor.close()
+
+
+def _use_wal(cursor: sqlite3.Cursor) -> None:
+    """WAL, so that readers never wait for the writer; the mode is stored in the file.
+
+    Switching needs a moment alone with the file, and SQLite answers "locked" at once instead of
+    waiting when another process holds it (two processes creating one store together): retry.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _sqlite_begin_immediate(connection: object) -> None:
