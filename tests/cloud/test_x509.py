@@ -232,7 +232,6 @@ def test_malformed_json_and_missing_fields_are_400(cloud, cloud_store):
     assert "csr_pem" in response.json()["detail"]
     response = box.post_body(signed_body(box.device_key, box.payload(customer, iat="now")))
     assert response.status_code == 400
-    assert counts(cloud_store)[0] >= 0  # the store is still usable
     assert box.ask(customer).result  # and the same box still gets its certificate
 
 
