@@ -25,22 +25,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.acme import ask_like_a_box, start_system  # noqa: E402
 from tests.boxes import Customer, TestBox  # noqa: E402
-from tests.dns.running import start_dns  # noqa: E402
-from tests.pebble import start_pebble  # noqa: E402
-from tests.servers import fresh_store_url, start_cloud  # noqa: E402
+from tests.servers import fresh_store_url  # noqa: E402
 
-from lanlock import names, pki  # noqa: E402
 from lanlock.store import Store  # noqa: E402
 
 
 def issue_once(box: TestBox, customer: Customer) -> float:
     """One new box's certificate, as the box gets it; seconds taken."""
     started = time.perf_counter()
-    answer = box.ask(customer)
-    if answer.refusal_code == "invalid_csr" and answer.hint:
-        wanted = names.certificate_names(answer.hint["scope"], answer.hint["zone"])
-        answer = box.ask(customer, csr_pem=pki.csr_pem(pki.build_csr(box.tls_key, wanted)))
+    answer = ask_like_a_box(box, customer)
     if not answer.result:
         raise RuntimeError(f"issuance failed: {answer}")
     return time.perf_counter() - started
@@ -102,20 +97,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lanlock-acme-bench-") as folder:
         tmp = Path(folder)
         with fresh_store_url("sqlite", tmp) as url:
-            dns = start_dns(url, tmp, workers=1)
-            pebble = start_pebble(tmp / "pebble", dns.port)
-            cloud = start_cloud(
-                url,
-                tmp / "cloud",
-                "--issuer",
-                "acme",
-                "--acme-directory",
-                pebble.directory,
-                "--acme-ca-bundle",
-                str(pebble.tls.ca),
-                "--zone-dns",
-                f"127.0.0.1:{dns.port}",
-            )
+            system = start_system(tmp, url)
+            cloud = system.cloud
             try:
                 store = Store(url, pool_size=1)
                 customer = Customer.create(store, iot_boxes=args.sequential + args.concurrent + 5)
@@ -126,9 +109,7 @@ def main() -> None:
                 ]
                 wall, durations = concurrent(cloud.url, customer, args.concurrent)
             finally:
-                cloud.stop()
-                pebble.stop()
-                dns.stop()
+                system.stop()
     figures = {
         "machine": machine(),
         "sequential": {

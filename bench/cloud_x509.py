@@ -767,20 +767,8 @@ def reuse_phase(
     count = min(args.reuse_max, max(1000, int(rate * args.duration * 1.6)))
     bodies, sign_s = _sign_all([fleet[i % len(fleet)] for i in range(count)])
     say(f"  reuse: warm-up {rate:.0f}/s; {count} bodies signed in {sign_s:.1f} s; sending")
-    before = cloud.counters()
-    meter = CpuMeter(cloud.process.pid)
-    meter.start()
-    outcome, wall = run_async(
-        closed_loop(host, port, bodies, args.concurrency, args.duration, args.timeout, args.client)
-    )
-    cpu = meter.stop()
-    figures = summarise(outcome, wall)
-    add_cpu(figures, cpu)
-    figures["server_outcomes"] = counter_delta(cloud.counters(), before)
-    figures["bodies_exhausted"] = outcome.sent >= len(bodies)
+    figures, outcome, wall, cpu = measured_closed_loop(cloud, host, port, bodies, args)
     figures["boxes"] = len(fleet)
-    figures["concurrency"] = args.concurrency
-    figures["client"] = args.client
     figures["client_cpu_ms_per_request"] = (
         round(cpu["client_cpu_pct"] * wall * 10 / outcome.sent, 3) if outcome.sent else None
     )
@@ -794,6 +782,14 @@ def issue_phase(
     started = time.perf_counter()
     bodies, _ = _sign_all(boxes(args.issue_max))
     say(f"  issue: signed in {time.perf_counter() - started:.1f} s; sending")
+    figures, _, _, _ = measured_closed_loop(cloud, host, port, bodies, args)
+    return figures
+
+
+def measured_closed_loop(
+    cloud: Cloud, host: str, port: int, bodies: list[bytes], args: argparse.Namespace
+) -> tuple[dict[str, Any], Any, float, dict[str, Any]]:
+    """Send ``bodies`` in a closed loop while metering the cloud; the phase's figures."""
     before = cloud.counters()
     meter = CpuMeter(cloud.process.pid)
     meter.start()
@@ -807,7 +803,7 @@ def issue_phase(
     figures["bodies_exhausted"] = outcome.sent >= len(bodies)
     figures["concurrency"] = args.concurrency
     figures["client"] = args.client
-    return figures
+    return figures, outcome, wall, cpu
 
 
 def herd_phase(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -16,44 +15,12 @@ from lanlock import names, pki
 from lanlock.box.cloud_client import CloudAnswer, read_answer, signed_body
 from lanlock.store import Store
 from lanlock.store.models import AuditEntry, ChallengeRecord
+from tests.acme import AcmeSystem, ask_like_a_box, start_system
 from tests.box.test_lifecycle import give_credentials, host_of, served_certificate
 from tests.boxes import Customer, TestBox
-from tests.dns.running import RunningDNS, publish, start_dns
+from tests.dns.running import publish, start_dns
 from tests.pebble import RunningPebble, start_pebble
-from tests.servers import RunningBox, RunningCloud, fresh_store_url, start_box, start_cloud
-
-
-@dataclass
-class AcmeSystem:
-    store_url: str
-    dns: RunningDNS
-    pebble: RunningPebble
-    cloud: RunningCloud
-
-    def stop(self) -> None:
-        self.cloud.stop()
-        self.pebble.stop()
-        self.dns.stop()
-
-
-def start_system(
-    tmp: Path, store_url: str, nonce_reject: int = 0, pebble_dns: int | None = None
-) -> AcmeSystem:
-    dns = start_dns(store_url, tmp, workers=1)
-    pebble = start_pebble(tmp / "pebble", pebble_dns or dns.port, nonce_reject)
-    cloud = start_cloud(
-        store_url,
-        tmp / "cloud",
-        "--issuer",
-        "acme",
-        "--acme-directory",
-        pebble.directory,
-        "--acme-ca-bundle",
-        str(pebble.tls.ca),
-        "--zone-dns",
-        f"127.0.0.1:{dns.port}",
-    )
-    return AcmeSystem(store_url, dns, pebble, cloud)
+from tests.servers import RunningBox, fresh_store_url, start_box, start_cloud
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +30,6 @@ def system(tmp_path_factory) -> Iterator[AcmeSystem]:
         running = start_system(tmp, url)
         yield running
         running.stop()
-
-
-def ask_like_a_box(box: TestBox, customer: Customer) -> CloudAnswer:
-    """Ask as the box does: nameless CSR first; then, given the scope, a CSR that names it."""
-    answer = box.ask(customer)
-    if answer.refusal_code == "invalid_csr" and answer.hint:
-        wanted = names.certificate_names(answer.hint["scope"], answer.hint["zone"])
-        answer = box.ask(customer, csr_pem=pki.csr_pem(pki.build_csr(box.tls_key, wanted)))
-    return answer
 
 
 def challenge_rows(store_url: str) -> int:

@@ -276,13 +276,10 @@ class Agent:
             "box_id": self.box_id,
             "address": self.address,
             "name": self.config.name,
-            "pid_started_at": self.started_at,
         }
         write_atomic(self.data_dir / STATE_FILE, json.dumps(status, indent=2).encode())
 
     # --- running -----------------------------------------------------------------------------
-
-    started_at = time.time()
 
     def build_servers(self) -> list[uvicorn.Server]:
         from lanlock.box.web import create_app

@@ -339,6 +339,8 @@ class X509Service:
         self, box: Box, csr: x509.CertificateSigningRequest
     ) -> tuple[Certificate, str]:
         fingerprint = pki.key_fingerprint(csr.public_key())  # type: ignore[arg-type]
+        # The first look did not see the box registered; a concurrent request of the same box
+        # may have registered it and issued since: no lease needed to hand that out.
         if reusable := self._reusable(box.scope, fingerprint):
             return reusable, "reused"
         deadline = time.monotonic() + self.settings.lease_wait_seconds
