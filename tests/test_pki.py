@@ -393,18 +393,6 @@ def test_self_signed_certificate_has_the_names_and_its_own_key():
     assert pki.self_signed_certificate(key, wanted).serial_number != cert.serial_number
 
 
-def test_lifetime_fraction_left_runs_from_one_to_zero(ca):
-    leaf = ca.issue(pki.new_private_key().public_key(), [f"x.{ZONE}"])
-    start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
-    assert pki.lifetime_fraction_left(leaf, start) == 1.0
-    assert pki.lifetime_fraction_left(leaf, start - dt.timedelta(days=1)) == 1.0
-    assert pki.lifetime_fraction_left(leaf, start + (end - start) / 2) == pytest.approx(0.5)
-    assert pki.lifetime_fraction_left(leaf, start + (end - start) / 3) == pytest.approx(2 / 3)
-    assert pki.lifetime_fraction_left(leaf, end) == 0.0
-    assert pki.lifetime_fraction_left(leaf, end + dt.timedelta(days=1)) == 0.0
-    assert 0.99 < pki.lifetime_fraction_left(leaf) <= 1.0
-
-
 def test_certificates_from_pem_reads_bundles_and_empty_text(ca):
     assert pki.certificates_from_pem("") == []
     assert pki.certificates_from_pem(" \n") == []

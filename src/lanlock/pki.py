@@ -396,14 +396,6 @@ def verify_server_chain(
     return verifier.verify(leaf, list(intermediates))
 
 
-def lifetime_fraction_left(cert: x509.Certificate, now: dt.datetime | None = None) -> float:
-    """How much of the certificate's lifetime remains, from 1.0 (just issued) to 0.0 (expired)."""
-    now = now or utcnow()
-    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
-    total = (end - start).total_seconds()
-    return max(0.0, min(1.0, (end - now).total_seconds() / total)) if total > 0 else 0.0
-
-
 def box_id_for(public_key: PublicKey) -> str:
     """A box's identity, derived from its device key (DESIGN §3): 26 base32 characters."""
     digest = hashlib.sha256(public_key_der(public_key)).digest()

@@ -200,3 +200,15 @@ def test_rotated_certificate_verifies_for_the_box_name(agent, cloud, tmp_path):
     agent.check(force_new=True)
     leaf = served_certificate(agent.settings.https_port, host_of(agent.manager.state.url), root)
     assert leaf == TLSStore(agent.data_dir / "tls").current().leaf
+
+
+def test_damaged_current_pair_rolls_back_to_the_previous_one(agent, tmp_path):
+    tls = TLSStore(agent.data_dir / "tls")
+    previous = tls.current()
+    agent.check(force_new=True)
+    damaged = tls.current()
+    assert damaged.leaf.serial_number != previous.leaf.serial_number
+    damaged.cert_path.write_text("-----BEGIN CERTIFICATE-----\nxx\n-----END CERTIFICATE-----\n")
+    restarted = Agent(BoxSettings(data_dir=agent.data_dir, address="10.0.0.7"))
+    assert restarted.switch.serial == previous.leaf.serial_number
+    assert tls.current().leaf == previous.leaf

@@ -18,7 +18,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
@@ -59,7 +59,6 @@ class BoxSettings:
     retry_cap: float = 3600.0
     homepage_check_interval: float = HOMEPAGE_CHECK_INTERVAL
     report_interval: float = REPORT_INTERVAL
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def detect_lan_address() -> str:
@@ -179,12 +178,20 @@ class Agent:
             log.error("the current certificate cannot be read (%s); serving a temporary one", exc)
             return self.tls.fallback(self._temporary_certificate)
         except PairDamaged as exc:
-            log.warning("the current certificate is damaged (%s); making a temporary one", exc)
-            pair = None
+            log.warning("the current certificate is damaged (%s); back to the previous one", exc)
+            pair = self._previous_pair()
         if pair is None:
             key = pki.new_private_key()
             pair = self.tls.install(self._temporary_certificate(key), key, temporary=True)
         return pair
+
+    def _previous_pair(self) -> Pair | None:
+        """The pair kept for rollback, made current again when it is whole (else None)."""
+        try:
+            return self.tls.rollback()
+        except (CertificateUnreadable, PairDamaged) as exc:
+            log.warning("the previous certificate is not usable either (%s)", exc)
+            return None
 
     def _temporary_certificate(self, key: pki.PrivateKey) -> str:
         # The box's own key and a name that cannot collide with anything real (.invalid).

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import dns.exception
@@ -28,14 +28,14 @@ import dns.rdatatype
 import dns.resolver
 import josepy
 import requests
-from acme import challenges, client, messages
-from acme import errors as acme_errors
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
+from acme import challenges, client, messages
+from acme import errors as acme_errors
 from lanlock import pki
 from lanlock.cloud.issuers.base import IssuanceError, Issued, IssuerUnavailable
 from lanlock.cloud.metrics import CloudMetrics
@@ -61,7 +61,6 @@ class AcmeSettings:
     visibility_timeout: float = 15.0
     bad_nonce_retries: int = 10
     dns_timeout: float = 2.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class PatientNetwork(client.ClientNetwork):
