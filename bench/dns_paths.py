@@ -67,7 +67,7 @@ def main() -> None:
         with store.transaction() as session:
             expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
             session.add_all(
-                ChallengeRecord(name=CHALLENGE, value=v, expires_at=expires) for v in ("a", "b")
+                ChallengeRecord(scope=SCOPE, value=v, expires_at=expires) for v in ("a", "b")
             )
         store.dispose()
         rows = measure(url, args.seconds)
@@ -92,7 +92,7 @@ def measure(url: str, seconds: float) -> list[tuple[str, float]]:
     engine = read_engine(url)
     table = ChallengeRecord.__table__
     per_name = select(table.c.value).where(
-        table.c.name == CHALLENGE, table.c.expires_at > dt.datetime.now(dt.UTC)
+        table.c.scope == SCOPE, table.c.expires_at > dt.datetime.now(dt.UTC)
     )
 
     def sql_per_question(_: int) -> object:
@@ -122,7 +122,7 @@ def measure(url: str, seconds: float) -> list[tuple[str, float]]:
         ),
         (
             "challenge values: snapshot lookup",
-            per_second(lambda _: board.values(CHALLENGE), seconds),
+            per_second(lambda _: board.values(SCOPE), seconds),
         ),
         ("challenge values: one SQL query per question", per_second(sql_per_question, seconds)),
     ]

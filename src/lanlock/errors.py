@@ -428,6 +428,9 @@ _REFUSAL_ENTRIES = (
             "The box's TLS key or request was damaged, for example by a disk error.",
             "The box used a key the cloud does not accept (it accepts EC P-256, EC P-384, or RSA "
             "of 2048 bits or more).",
+            "The request named something besides the box's own two names (another scope, an IP "
+            "or e-mail address, a name in other letter case or with a final dot): the cloud "
+            "certifies only the box's own two names and refuses anything more.",
             "The box's software is out of date or has a bug.",
         ),
         fix=(

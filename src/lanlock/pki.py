@@ -146,6 +146,9 @@ def parse_csr(pem: str) -> x509.CertificateSigningRequest:
         csr = x509.load_pem_x509_csr(pem.encode("utf-8", "surrogateescape"))
         public_key = csr.public_key()
         signature_ok = csr.is_signature_valid
+        # Decoded lazily by cryptography: a malformed or duplicated extension would otherwise
+        # raise later, in the middle of the policy checks.
+        _ = csr.subject, csr.extensions, csr.attributes
     except UnsupportedAlgorithm as exc:
         raise InvalidCSR(
             "the CSR's key type or curve is not supported; use EC P-256, EC P-384 or RSA >= 2048"

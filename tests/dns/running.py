@@ -135,13 +135,15 @@ def running_dns(
 def publish(
     store_url: str, name: str, *values: str, ttl: dt.timedelta = dt.timedelta(minutes=5)
 ) -> None:
-    """Write challenge values as the cloud does: rows of ``acme_challenges``."""
+    """Write challenge values as the cloud does: rows of ``acme_challenges`` for the scope of
+    ``name`` (``_acme-challenge.<scope>.<zone>``)."""
     store = Store(store_url, pool_size=1)
     try:
         with store.transaction() as session:
             expires_at = dt.datetime.now(dt.UTC) + ttl
             session.add_all(
-                ChallengeRecord(name=name, value=v, expires_at=expires_at) for v in values
+                ChallengeRecord(scope=scope_of(name), value=v, expires_at=expires_at)
+                for v in values
             )
     finally:
         store.dispose()
@@ -151,9 +153,15 @@ def unpublish(store_url: str, name: str) -> None:
     store = Store(store_url, pool_size=1)
     try:
         with store.transaction() as session:
-            session.query(ChallengeRecord).filter_by(name=name).delete()
+            session.query(ChallengeRecord).filter_by(scope=scope_of(name)).delete()
     finally:
         store.dispose()
+
+
+def scope_of(challenge_name: str) -> str:
+    label, scope, *_ = challenge_name.split(".")
+    assert label == "_acme-challenge", challenge_name
+    return scope
 
 
 def txt_values(server: RunningDNS, name: str, transport: str = "udp") -> set[str]:

@@ -90,7 +90,7 @@ def make_issuer(
             metrics,
         )
     ca = load_or_create_authority(store, zone, secret)
-    return LocalIssuer(ca, dt.timedelta(days=settings.lifetime_days))
+    return LocalIssuer(ca, zone, dt.timedelta(days=settings.lifetime_days))
 
 
 def serve(settings: CloudSettings) -> None:

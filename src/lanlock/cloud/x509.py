@@ -24,6 +24,7 @@ from sqlalchemy.exc import InterfaceError as SQLInterfaceError
 from sqlalchemy.orm import Session
 
 from lanlock import errors, names, pki
+from lanlock.cloud import csr_policy
 from lanlock.cloud.issuers import IssuanceError, Issuer, IssuerUnavailable
 from lanlock.cloud.jws import MalformedRequest, SignedRequest, Unauthorized, verify_request
 from lanlock.cloud.metrics import CloudMetrics
@@ -263,13 +264,12 @@ class X509Service:
             csr = pki.parse_csr(request.csr_pem)
         except pki.InvalidCSR as exc:
             raise Refused(errors.INVALID_CSR, str(exc)) from None
-        allowed = set(names.certificate_names(box.scope, self.settings.zone)) if box else set()
-        wrong = [n for n in pki.csr_names(csr) if n not in allowed]
-        if wrong:
+        own = set(names.certificate_names(box.scope, self.settings.zone)) if box else set()
+        if foreign := csr_policy.foreign_identities(csr, own):
             raise Refused(
                 errors.INVALID_CSR,
-                f"the CSR asks for {', '.join(wrong)}; a CSR names nothing, or only this box's "
-                "*.<scope>.<zone> and <scope>.<zone>",
+                f"the CSR also names {', '.join(foreign)}; a CSR names nothing, or only this "
+                "box's *.<scope>.<zone> and <scope>.<zone> (lower case, no final dot)",
             )
         return csr
 
@@ -385,7 +385,7 @@ class X509Service:
     ) -> Certificate:
         started = time.perf_counter()
         try:
-            issued = self.issuer.issue(csr, names.certificate_names(box.scope, self.settings.zone))
+            issued = self.issuer.issue(csr, box.scope)
         except IssuanceError as exc:
             raise Refused(errors.ISSUANCE_FAILED, str(exc)) from None
         self.metrics.issuance_seconds.labels(self.issuer.name).observe(

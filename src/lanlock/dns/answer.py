@@ -36,7 +36,7 @@ _ADDRESS_RDATA = {dns.rdatatype.A: dns.rdtypes.IN.A.A, dns.rdatatype.AAAA: dns.r
 
 
 class ChallengeValues(Protocol):
-    def values(self, name: str) -> list[str] | None: ...
+    def values(self, scope: str) -> list[str] | None: ...
 
 
 def error_reply(wire: bytes, rcode: int) -> bytes | None:
@@ -108,7 +108,7 @@ class Responder:
             response.set_rcode(dns.rcode.NXDOMAIN)
             response.authority.append(self._negative_soa)
         elif node.kind is Kind.CHALLENGE and rdtype in (dns.rdatatype.TXT, dns.rdatatype.ANY):
-            self._challenge(response, qname, self.zone.challenge_name(labels))
+            self._challenge(response, qname, self.zone.challenge_scope(labels))
         else:
             self._records(response, qname, rdtype, node)
 
@@ -135,8 +135,8 @@ class Responder:
             for name, glue in self.zone.glue():
                 response.additional.append(dns.rrset.from_rdata_list(name, glue.ttl, list(glue)))
 
-    def _challenge(self, response: dns.message.Message, qname: dns.name.Name, key: str) -> None:
-        values = self._challenges.values(key)
+    def _challenge(self, response: dns.message.Message, qname: dns.name.Name, scope: str) -> None:
+        values = self._challenges.values(scope)
         if values is None:
             response.set_rcode(dns.rcode.SERVFAIL)  # the store is out of reach: do not guess
         elif not values:

@@ -38,7 +38,7 @@ Snapshot = dict[str, list[tuple[str, dt.datetime]]]
 
 
 class ChallengeBoard:
-    """Published challenge values by name, renewed in the background."""
+    """Published challenge values by scope, renewed in the background."""
 
     def __init__(self, store_url: str, refresh: float = 0.25, stale_after: float = 5.0) -> None:
         self._engine = read_engine(store_url)
@@ -62,12 +62,12 @@ class ChallengeBoard:
             self._thread.join(5)
         self._engine.dispose()
 
-    def values(self, name: str) -> list[str] | None:
-        """The values published at ``name`` (lower case, no final dot); None if unknown now."""
+    def values(self, scope: str) -> list[str] | None:
+        """The values published for ``scope`` (lower case); None if unknown now."""
         if time.monotonic() - self._taken_at > self._stale_after:
             return None
         now = dt.datetime.now(dt.UTC)
-        return [value for value, expires_at in self._snapshot.get(name, ()) if expires_at > now]
+        return [value for value, expires_at in self._snapshot.get(scope, ()) if expires_at > now]
 
     def refresh_now(self) -> None:
         """Take a snapshot on the calling thread (the worker's thread does this in a loop)."""
@@ -93,17 +93,17 @@ class ChallengeBoard:
 
 
 def take_snapshot(engine: Engine) -> Snapshot:
-    """Every unexpired value, grouped by name, in the order the cloud wrote them."""
+    """Every unexpired value, grouped by scope, in the order the cloud wrote them."""
     table = ChallengeRecord.__table__
     query = (
-        select(table.c.name, table.c.value, table.c.expires_at)
+        select(table.c.scope, table.c.value, table.c.expires_at)
         .where(table.c.expires_at > dt.datetime.now(dt.UTC))
         .order_by(table.c.id)
     )
     snapshot: Snapshot = defaultdict(list)
     with engine.connect() as conn:
-        for name, value, expires_at in conn.execute(query):
-            snapshot[name].append((value, expires_at))
+        for scope, value, expires_at in conn.execute(query):
+            snapshot[scope].append((value, expires_at))
     return dict(snapshot)
 
 

@@ -173,9 +173,11 @@ class Zone:
             return _NONEXISTENT
         return Node(Kind.ADDRESS, address)
 
-    def challenge_name(self, labels: Labels) -> str:
-        """The store's key for a challenge node: lower case, no trailing dot (ChallengeRecord)."""
-        return ".".join((*labels, self.name))
+    @staticmethod
+    def challenge_scope(labels: Labels) -> str:
+        """The scope whose values a challenge node answers (``_acme-challenge.<scope>``): the
+        store keys values by scope (ChallengeRecord), so no other name can ever carry one."""
+        return labels[1]
 
     def glue(self) -> list[tuple[dns.name.Name, dns.rdataset.Rdataset]]:
         """The in-zone name servers' addresses, for the additional section of an NS answer."""

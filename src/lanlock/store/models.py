@@ -170,13 +170,15 @@ class AuditEntry(Base):
 class ChallengeRecord(Base):
     """A DNS-01 TXT value the cloud publishes at ``_acme-challenge.<scope>.<zone>`` (DESIGN §7).
 
-    Several values may share one name (a wildcard and its base name); the DNS server answers all
-    of them, read from here so that every replica answers the same.
+    The contract between the cloud and the DNS: a row names the scope of the ACME order that
+    wrote it, and the DNS answers its value at that scope's challenge name and nowhere else.
+    Several values may share one scope (a wildcard and its base name); the DNS server answers
+    all of them, read from here so that every replica answers the same.
     """
 
     __tablename__ = "acme_challenges"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(253), index=True)  # lower case, no trailing dot
+    scope: Mapped[str] = mapped_column(String(63), index=True)
     value: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

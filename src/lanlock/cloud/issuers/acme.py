@@ -2,9 +2,13 @@
 
 The box's key never leaves the box: the order is finalized with the box's own CSR, which must
 therefore name exactly ``*.<scope>.<zone>`` and ``<scope>.<zone>`` (the CA checks that the CSR
-and the order agree). The challenge values go into the shared store, where every ``lanlock dns``
-replica reads them; the cloud answers the challenges only once it has seen the values on the
-zone's servers itself, over UDP and TCP, and removes them afterwards whatever happened.
+and the order agree). The order itself is built from the box's scope alone, never from the CSR
+(the acme library's ``new_order`` reads identifiers from the CSR, CN included, which would let a
+box smuggle in another customer's name); an authorization the CA returns for any other name
+stops the order before anything is published. The challenge values go into the shared store,
+keyed by the order's scope, where every ``lanlock dns`` replica reads them; the cloud answers
+the challenges only once it has seen the values on the zone's servers itself, over UDP and TCP,
+and removes them afterwards whatever happened.
 
 The ``acme`` library does the protocol; lanlock adds the store, the visibility check, polling at
 short intervals (the library sleeps a whole second per poll), and patience with ``badNonce``
@@ -31,12 +35,12 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from acme import challenges, client, messages
 from acme import errors as acme_errors
-from lanlock import pki
+from lanlock import names, pki
 from lanlock.cloud.issuers.base import IssuanceError, Issued, IssuerUnavailable
 from lanlock.cloud.metrics import CloudMetrics
 from lanlock.store import Store
@@ -111,16 +115,16 @@ class AcmeIssuer:
 
     # --- the order ---------------------------------------------------------------------------
 
-    def issue(self, csr: x509.CertificateSigningRequest, names: Sequence[str]) -> Issued:
+    def issue(self, csr: x509.CertificateSigningRequest, scope: str) -> Issued:
         started = time.monotonic()
         deadline = started + self.settings.order_timeout
         acme = self._translate(self._account_client)
-        csr_pem = csr.public_bytes(serialization.Encoding.PEM)
-        order = self._translate(lambda: acme.new_order(csr_pem))
+        order = self._translate(lambda: self._new_order(acme, scope, csr))
         pending = [a for a in order.authorizations if a.body.status == messages.STATUS_PENDING]
-        records = self._publish([self._dns01(acme, authz) for authz in pending])
+        values = [self._dns01_value(acme, authz) for authz in pending]
+        records = self._publish(scope, values)
         try:
-            self._wait_until_visible(records)
+            self._wait_until_visible(challenge_name(scope, self.zone), set(values))
             for authz in pending:
                 challenge = self._dns_challenge(authz)
                 self._translate(
@@ -132,8 +136,48 @@ class AcmeIssuer:
         finally:
             self._unpublish(records)
         issued = self._issued_from(order.fullchain_pem, acme)
-        log.info("ACME order for %s done in %.2f s", names[0], time.monotonic() - started)
+        log.info("ACME order for scope %s done in %.2f s", scope, time.monotonic() - started)
         return issued
+
+    def _new_order(
+        self, acme: client.ClientV2, scope: str, csr: x509.CertificateSigningRequest
+    ) -> messages.OrderResource:
+        """An order for exactly the scope's two names, whatever the CSR says.
+
+        Written here rather than ``ClientV2.new_order``, which takes its identifiers from the
+        CSR. Every authorization the CA hands back must be for the scope's base name (a
+        wildcard's authorization is for its base name too): anything else is refused before a
+        single value is published.
+        """
+        base = names.base_name(scope, self.zone)
+        identifiers = [
+            messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name)
+            for name in names.certificate_names(scope, self.zone)
+        ]
+        new_nonce = acme.directory["newNonce"]
+        response = acme.net.post(
+            acme.directory["newOrder"],
+            messages.NewOrder(identifiers=identifiers),
+            new_nonce_url=new_nonce,
+        )
+        body = messages.Order.from_json(response.json())
+        authorizations = []
+        for url in body.authorizations:
+            authz = messages.Authorization.from_json(
+                acme.net.post(url, None, new_nonce_url=new_nonce).json()
+            )
+            if authz.identifier.value.lower().rstrip(".") != base:
+                raise IssuanceError(
+                    f"the CA asked to validate {authz.identifier.value!r}, which this order "
+                    f"(for {base}) did not ask for"
+                )
+            authorizations.append(messages.AuthorizationResource(body=authz, uri=url))
+        return messages.OrderResource(
+            body=body,
+            uri=response.headers.get("Location"),
+            authorizations=authorizations,
+            csr_pem=csr.public_bytes(serialization.Encoding.PEM),
+        )
 
     @staticmethod
     def _dns_challenge(authz: messages.AuthorizationResource) -> messages.ChallengeBody:
@@ -142,13 +186,10 @@ class AcmeIssuer:
                 return challenge
         raise IssuanceError(f"the CA offers no dns-01 challenge for {authz.body.identifier.value}")
 
-    def _dns01(
-        self, acme: client.ClientV2, authz: messages.AuthorizationResource
-    ) -> tuple[str, str]:
-        challenge = self._dns_challenge(authz)
-        # A wildcard's identifier is its base name: both share _acme-challenge.<scope>.<zone>.
-        name = challenge.chall.validation_domain_name(authz.body.identifier.value)
-        return name.lower().rstrip("."), challenge.chall.validation(acme.net.key)
+    def _dns01_value(self, acme: client.ClientV2, authz: messages.AuthorizationResource) -> str:
+        # A wildcard's identifier is its base name: both share _acme-challenge.<scope>.<zone>,
+        # the one name the DNS answers for a scope (checked in _new_order).
+        return self._dns_challenge(authz).chall.validation(acme.net.key)
 
     def _poll_authorization(
         self, acme: client.ClientV2, authz: messages.AuthorizationResource, deadline: float
@@ -217,13 +258,12 @@ class AcmeIssuer:
 
     # --- the challenge records ---------------------------------------------------------------
 
-    def _publish(self, values: list[tuple[str, str]]) -> list[int]:
+    def _publish(self, scope: str, values: list[str]) -> list[int]:
         """Write every value at once (a wildcard and its base share one name); return row ids."""
         expires = dt.datetime.now(dt.UTC) + CHALLENGE_LIFETIME
         with self.store.transaction() as session:
             rows = [
-                ChallengeRecord(name=name, value=value, expires_at=expires)
-                for name, value in values
+                ChallengeRecord(scope=scope, value=value, expires_at=expires) for value in values
             ]
             session.add_all(rows)
             session.flush()
@@ -238,25 +278,21 @@ class AcmeIssuer:
         except Exception:  # the expiry still removes them from DNS; the answer must go out
             log.exception("could not remove challenge records %s", ids)
 
-    def _wait_until_visible(self, ids: list[int]) -> None:
-        with self.store.transaction() as session:
-            rows = session.scalars(select(ChallengeRecord).where(ChallengeRecord.id.in_(ids)))
-            expected: dict[str, set[str]] = {}
-            for row in rows:
-                expected.setdefault(row.name, set()).add(row.value)
+    def _wait_until_visible(self, name: str, values: set[str]) -> None:
+        if not values:
+            return
         servers = list(self.settings.zone_dns) or zone_servers(self.zone)
         deadline = time.monotonic() + self.settings.visibility_timeout
-        for name, values in expected.items():
-            for server in servers:
-                for transport in ("udp", "tcp"):
-                    while not values <= self._txt_values(name, server, transport):
-                        if time.monotonic() > deadline:
-                            raise IssuanceError(
-                                f"the challenge for {name} did not appear on the zone's DNS "
-                                f"server {server[0]}:{server[1]} ({transport}); is lanlock dns "
-                                "running on the same store?"
-                            )
-                        time.sleep(0.1)
+        for server in servers:
+            for transport in ("udp", "tcp"):
+                while not values <= self._txt_values(name, server, transport):
+                    if time.monotonic() > deadline:
+                        raise IssuanceError(
+                            f"the challenge for {name} did not appear on the zone's DNS "
+                            f"server {server[0]}:{server[1]} ({transport}); is lanlock dns "
+                            "running on the same store?"
+                        )
+                    time.sleep(0.1)
 
     def _txt_values(self, name: str, server: tuple[str, int], transport: str) -> set[str]:
         query = dns.message.make_query(name, dns.rdatatype.TXT)
@@ -371,6 +407,11 @@ def _authorization_problem(authz: messages.AuthorizationResource) -> str:
         if challenge.error is not None:
             return f"validation of {identifier} failed: {challenge.error.detail}"
     return f"validation of {identifier} ended {authz.body.status}"
+
+
+def challenge_name(scope: str, zone: str) -> str:
+    """Where the DNS answers a scope's DNS-01 values (the only name it answers them at)."""
+    return f"_acme-challenge.{names.base_name(scope, zone)}"
 
 
 def zone_servers(zone: str) -> list[tuple[str, int]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,6 +33,8 @@ class Issuer(Protocol):
     # True when the CA insists that the CSR name exactly what it certifies (every ACME CA does).
     requires_csr_names: bool
 
-    def issue(self, csr: x509.CertificateSigningRequest, names: Sequence[str]) -> Issued:
-        """A certificate for ``names`` with the CSR's public key, or an exception above."""
+    def issue(self, csr: x509.CertificateSigningRequest, scope: str) -> Issued:
+        """A certificate for the scope's two names with the CSR's public key, or an exception
+        above. The names come from ``scope`` alone, never from the CSR: the CSR is trusted for
+        its key only (and has passed :mod:`lanlock.cloud.csr_policy`)."""
         ...

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 
 from cryptography import x509
 
-from lanlock import pki
+from lanlock import names, pki
 from lanlock.cloud.issuers.base import Issued
 
 
@@ -15,10 +14,12 @@ class LocalIssuer:
     name = "local"
     requires_csr_names = False  # the embedded CA sets the names whatever the CSR says
 
-    def __init__(self, ca: pki.CertificateAuthority, lifetime: dt.timedelta) -> None:
+    def __init__(self, ca: pki.CertificateAuthority, zone: str, lifetime: dt.timedelta) -> None:
         self.ca = ca
+        self.zone = zone
         self.lifetime = lifetime
 
-    def issue(self, csr: x509.CertificateSigningRequest, names: Sequence[str]) -> Issued:
-        leaf = self.ca.issue(csr.public_key(), names, self.lifetime)  # type: ignore[arg-type]
+    def issue(self, csr: x509.CertificateSigningRequest, scope: str) -> Issued:
+        certified = names.certificate_names(scope, self.zone)
+        leaf = self.ca.issue(csr.public_key(), certified, self.lifetime)  # type: ignore[arg-type]
         return Issued(leaf=leaf, chain_pem=self.ca.chain_pem)
