@@ -116,7 +116,9 @@ def test_twenty_rotations_under_load_fail_no_request(agent, cloud):
             assert state.state == "valid" and state.code is None
             installed.append(TLSStore(agent.data_dir / "tls").current().leaf.serial_number)
             seen_before = len(prober.serials)
+            deadline = time.monotonic() + 30
             while len(prober.serials) < seen_before + 3:  # connections made after the switch
+                assert time.monotonic() < deadline, f"no new connection since: {prober.failures}"
                 time.sleep(0.01)
     assert prober.failures == []
     assert len(set(installed)) == 21
