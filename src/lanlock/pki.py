@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import ipaddress
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -187,6 +188,12 @@ def csr_names(csr: x509.CertificateSigningRequest) -> list[str]:
 # --- certificates -----------------------------------------------------------------------------
 
 
+ALL_ADDRESSES = [
+    x509.IPAddress(ipaddress.ip_network("0.0.0.0/0")),
+    x509.IPAddress(ipaddress.ip_network("::/0")),
+]
+
+
 def _serial() -> int:
     # 159 random bits: positive, under 20 octets, unpredictable (CA/B Forum asks for 64+ bits).
     return secrets.randbits(159) | 1
@@ -227,9 +234,14 @@ def _ca_certificate(
             critical=True,
         )
         # A root that users import into their trust store can only ever vouch for the IoT zone:
-        # whoever steals the CA key cannot impersonate any other site to them.
+        # whoever steals the CA key cannot impersonate any other site to them. A permitted DNS
+        # subtree says nothing about IP addresses (RFC 5280 §4.2.1.10 constrains only the name
+        # forms it lists), so every address is excluded outright, as the CA/B Forum's
+        # technically-constrained sub-CA profile also asks.
         .add_extension(
-            x509.NameConstraints(permitted_subtrees=[x509.DNSName(zone)], excluded_subtrees=None),
+            x509.NameConstraints(
+                permitted_subtrees=[x509.DNSName(zone)], excluded_subtrees=ALL_ADDRESSES
+            ),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
