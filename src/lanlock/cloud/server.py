@@ -47,6 +47,8 @@ class CloudSettings:
 
 
 def open_store(settings: CloudSettings) -> Store:
+    # The folder holds the secret key that opens the CA's keys: private from the start.
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = Store(settings.store, pool_size=20)
     store.migrate()
     return store

@@ -10,6 +10,7 @@ instead of both reading stale counts.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -98,13 +99,7 @@ def _make_engine(url: str, pool_size: int) -> Engine:
             url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=10
         )
     if parsed.database and parsed.database != ":memory:":
-        folder = Path(parsed.database).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreConfigError(
-                f"cannot make the store's folder {folder}: {exc.strerror}; choose another --store"
-            ) from exc
+        _make_private_file(Path(parsed.database))
     engine = create_engine(
         url,
         connect_args={"timeout": 30, "check_same_thread": False},
@@ -114,6 +109,21 @@ def _make_engine(url: str, pool_size: int) -> Engine:
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_begin_immediate)
     return engine
+
+
+def _make_private_file(path: Path) -> None:
+    """Create a SQLite store's folder (0700) and file (0600) before SQLite does (0644).
+
+    The stores hold subscription codes, box tokens and the encrypted CA: readable by their owner
+    only. SQLite gives the ``-wal`` and ``-shm`` files the database file's own mode.
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+    except OSError as exc:
+        raise StoreConfigError(
+            f"cannot make the store {path}: {exc.strerror}; choose another --store"
+        ) from exc
 
 
 def _sqlite_on_connect(dbapi_connection: object, _record: object) -> None:
