@@ -297,7 +297,9 @@ class Cloud:
 
     def counters(self) -> Counter[str]:
         """The cloud's x509 request counters by outcome (and code), from /metrics."""
-        text_ = httpx.get(self.url + "/metrics", timeout=10).text
+        text_ = httpx.get(
+            self.url + "/metrics", headers={"Authorization": f"Bearer {SECRET}"}, timeout=10
+        ).text
         counts: Counter[str] = Counter()
         for line in text_.splitlines():
             if line.startswith("lanlock_x509_requests_total{"):
@@ -324,7 +326,7 @@ def running_cloud(store_url: str, data_dir: Path) -> Iterator[Cloud]:
             command,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "LANLOCK_SECRET_KEY": SECRET},
+            env={**os.environ, "LANLOCK_SECRET_KEY": SECRET, "LANLOCK_METRICS_TOKEN": SECRET},
             start_new_session=True,  # Ctrl-C reaches us; we stop it ourselves, in order
         )
     cloud = Cloud(f"http://127.0.0.1:{port}", port, process, log)

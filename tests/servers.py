@@ -23,6 +23,7 @@ from tests.realparts import POSTGRES_URL, require
 
 ZONE = "iot.test"
 SECRET_KEY = "test-secret-key-0123456789abcdef"  # the tests' clouds' LANLOCK_SECRET_KEY
+METRICS_TOKEN = "test-metrics-token-0123456789"
 
 
 def free_port() -> int:
@@ -73,6 +74,14 @@ class RunningCloud:
             text=True,
             env={**os.environ, "LANLOCK_SECRET_KEY": SECRET_KEY},
         ).stdout
+
+    def metrics(self) -> str:
+        """``/metrics`` as the operator reads it, with the bearer token."""
+        answer = httpx.get(
+            self.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
+        )
+        answer.raise_for_status()
+        return answer.text
 
     def stop(self) -> None:
         stop_process(self.process)
@@ -154,6 +163,7 @@ def start_cloud(
     *extra: str,
     port: int | None = None,
     tls: TLSFiles | None = None,
+    env: dict[str, str] | None = None,
 ) -> RunningCloud:
     """``lanlock cloud serve`` on a free loopback port, waiting until ``/healthz`` answers.
 
@@ -162,7 +172,12 @@ def start_cloud(
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / f"cloud-{port}.log"
-    env = {**os.environ, "LANLOCK_SECRET_KEY": SECRET_KEY}
+    env = {
+        **os.environ,
+        "LANLOCK_SECRET_KEY": SECRET_KEY,
+        "LANLOCK_METRICS_TOKEN": METRICS_TOKEN,
+        **(env or {}),
+    }
     url, verify = f"http://127.0.0.1:{port}", True
     if tls:
         extra = (*extra, "--tls-cert", str(tls.cert), "--tls-key", str(tls.key))
@@ -190,11 +205,13 @@ def start_cloud(
 
 
 @contextlib.contextmanager
-def running_cloud(tmp_path: Path, *extra: str, backend: str = "sqlite") -> Iterator[RunningCloud]:
+def running_cloud(
+    tmp_path: Path, *extra: str, backend: str = "sqlite", env: dict[str, str] | None = None
+) -> Iterator[RunningCloud]:
     """A cloud on a fresh store of ``backend`` in ``tmp_path``, stopped (and its store dropped)
     after: for a module's ``cloud`` fixture."""
     with fresh_store_url(backend, tmp_path) as url:
-        cloud = start_cloud(url, tmp_path / "data", *extra)
+        cloud = start_cloud(url, tmp_path / "data", *extra, env=env)
         try:
             yield cloud
         finally:
@@ -232,6 +249,14 @@ class RunningBox:
                     return state
             time.sleep(0.1)
         raise AssertionError(f"state never matched; last: {state}\n{self.log.read_text()}")
+
+    def metrics(self) -> str:
+        """``/metrics`` as the operator reads it, with the bearer token."""
+        answer = httpx.get(
+            self.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
+        )
+        answer.raise_for_status()
+        return answer.text
 
     def stop(self) -> None:
         stop_process(self.process)

@@ -133,7 +133,7 @@ def test_issuance_survives_pebble_rejecting_half_of_the_nonces(tmp_path):
             store.dispose()
             for _ in range(3):
                 assert ask_like_a_box(TestBox(system.cloud.url), customer).result
-            metrics = httpx.get(system.cloud.url + "/metrics").text
+            metrics = system.cloud.metrics()
             retries = re.search(r"^lanlock_acme_bad_nonce_retries_total (\S+)$", metrics, re.M)
             assert retries and float(retries.group(1)) > 0  # the CA really did reject nonces
         finally:

@@ -323,7 +323,7 @@ def test_health_and_metrics(cloud, cloud_store):
     customer = Customer.create(cloud_store)
     TestBox(cloud.url).ask(customer)
     assert httpx.get(cloud.url + "/healthz").json()["status"] == "ok"
-    metrics = httpx.get(cloud.url + "/metrics").text
+    metrics = cloud.metrics()
     assert 'lanlock_x509_requests_total{code="",outcome="issued"}' in metrics
     assert "lanlock_issuance_seconds_bucket" in metrics
     assert 'lanlock_certificates_issued_total{issuer="local"}' in metrics

@@ -1,6 +1,14 @@
-"""The cloud's HTTP API: ``POST /iot/x509``, ``GET /healthz``, ``GET /metrics``."""
+"""The cloud's HTTP API: ``POST /iot/x509``, ``GET /healthz``, ``GET /metrics``.
+
+``/metrics`` shares the API's listener, which faces every box (and so the internet): it answers
+only ``Authorization: Bearer <LANLOCK_METRICS_TOKEN>`` (compared in constant time), and is off
+(404) when no token is set. A bearer token rather than a second listener: one port to expose,
+and Prometheus sends the header natively (``authorization.credentials``).
+"""
 
 from __future__ import annotations
+
+import hmac
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,7 +25,7 @@ MAX_BODY_BYTES = 64 * 1024
 ACCEPTED_TYPES = ("application/jose+json", "application/json")
 
 
-def create_app(service: X509Service) -> Starlette:
+def create_app(service: X509Service, metrics_token: str | None = None) -> Starlette:
     async def x509(request: Request) -> Response:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type not in ACCEPTED_TYPES:
@@ -49,7 +57,18 @@ def create_app(service: X509Service) -> Starlette:
             {"status": "ok", "issuer": service.issuer.name, "zone": service.settings.zone}
         )
 
-    async def metrics(_: Request) -> Response:
+    async def metrics(request: Request) -> Response:
+        if not metrics_token:
+            return JSONResponse(
+                {"detail": "metrics are off: set LANLOCK_METRICS_TOKEN to serve them"},
+                status_code=404,
+            )
+        if not _bearer_matches(request.headers.get("authorization", ""), metrics_token):
+            return JSONResponse(
+                {"detail": "send Authorization: Bearer <the metrics token>"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="lanlock metrics"'},
+            )
         return PlainTextResponse(
             service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
@@ -61,6 +80,11 @@ def create_app(service: X509Service) -> Starlette:
             Route("/metrics", metrics, methods=["GET"]),
         ]
     )
+
+
+def _bearer_matches(authorization: str, token: str) -> bool:
+    scheme, _, given = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
 
 
 def _ping_store(service: X509Service) -> None:

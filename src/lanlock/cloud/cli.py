@@ -92,6 +92,13 @@ def cloud() -> None:
     help="the zone's authoritative servers, asked before answering a DNS-01 challenge "
     "[default: the zone's NS]; repeatable",
 )
+@option(
+    "--metrics-token",
+    default=None,
+    metavar="TOKEN",
+    help="serve /metrics to the bearer of this token; off without one (give it in the "
+    "environment: a command line is visible to every user of the machine)",
+)
 def serve(
     data: Path | None, store: str | None, tls_cert: Path | None, tls_key: Path | None, **kw: Any
 ) -> None:

@@ -40,6 +40,7 @@ class CloudSettings:
     acme_email: str | None = None
     zone_dns: tuple[tuple[str, int], ...] = ()
     lease_seconds: float = 300.0
+    metrics_token: str | None = None
 
     @property
     def store(self) -> str:
@@ -96,5 +97,5 @@ def make_issuer(
 
 
 def serve(settings: CloudSettings) -> None:
-    app = create_app(build_service(settings))
+    app = create_app(build_service(settings), settings.metrics_token)
     run_server(app, settings.host, settings.port, settings.tls_cert, settings.tls_key)
