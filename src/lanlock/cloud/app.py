@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from lanlock.cloud.limits import TrustedProxies, client_address
 from lanlock.cloud.x509 import X509Service
 from lanlock.web_common import BodyTooLarge, read_limited_body
 
@@ -25,7 +26,11 @@ MAX_BODY_BYTES = 64 * 1024
 ACCEPTED_TYPES = ("application/jose+json", "application/json")
 
 
-def create_app(service: X509Service, metrics_token: str | None = None) -> Starlette:
+def create_app(
+    service: X509Service,
+    metrics_token: str | None = None,
+    trusted_proxies: TrustedProxies = (),
+) -> Starlette:
     async def x509(request: Request) -> Response:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type not in ACCEPTED_TYPES:
@@ -41,7 +46,8 @@ def create_app(service: X509Service, metrics_token: str | None = None) -> Starle
             )
         except ClientDisconnect:
             return Response(status_code=400)
-        source = request.client.host if request.client else "unknown"
+        peer = request.client.host if request.client else "unknown"
+        source = client_address(peer, request.headers.get("x-forwarded-for"), trusted_proxies)
         # The work is blocking (SQL, signatures): off the event loop, onto the thread pool.
         answer = await run_in_threadpool(service.handle, body, source)
         return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,14 @@ def cloud() -> None:
     metavar="TOKEN",
     help="serve /metrics to the bearer of this token; off without one (give it in the "
     "environment: a command line is visible to every user of the machine)",
+)
+@option(
+    "--trusted-proxy",
+    multiple=True,
+    metavar="CIDR",
+    callback=lambda _c, _p, v: tuple(_network(x) for x in v),
+    help="a load balancer whose X-Forwarded-For names the client (failures are counted per "
+    "client network); repeatable [default: none, the peer is the client]",
 )
 def serve(
     data: Path | None, store: str | None, tls_cert: Path | None, tls_key: Path | None, **kw: Any
@@ -263,6 +272,13 @@ def _host_port(value: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise click.BadParameter(f"{value!r} is not HOST:PORT")
     return host.strip("[]"), int(port)
+
+
+def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an address or a CIDR like 10.0.0.0/8") from None
 
 
 def _store(data: Path | None, store: str | None) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class CloudSettings:
     zone_dns: tuple[tuple[str, int], ...] = ()
     lease_seconds: float = 300.0
     metrics_token: str | None = None
+    trusted_proxy: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @property
     def store(self) -> str:
@@ -97,5 +99,5 @@ def make_issuer(
 
 
 def serve(settings: CloudSettings) -> None:
-    app = create_app(build_service(settings), settings.metrics_token)
+    app = create_app(build_service(settings), settings.metrics_token, settings.trusted_proxy)
     run_server(app, settings.host, settings.port, settings.tls_cert, settings.tls_key)

@@ -24,11 +24,10 @@ from sqlalchemy.exc import InterfaceError as SQLInterfaceError
 from sqlalchemy.orm import Session
 
 from lanlock import errors, names, pki
-from lanlock.cloud import csr_policy
+from lanlock.cloud import csr_policy, limits
 from lanlock.cloud.issuers import IssuanceError, Issuer, IssuerUnavailable
 from lanlock.cloud.jws import MalformedRequest, SignedRequest, Unauthorized, verify_request
 from lanlock.cloud.metrics import CloudMetrics
-from lanlock.cloud.ratelimit import FailureLimiter
 from lanlock.store import Store
 from lanlock.store.models import (
     AuditEntry,
@@ -107,8 +106,7 @@ class X509Service:
         self.settings = settings
         self.metrics = metrics or CloudMetrics()
         self.clock = clock
-        self.by_source = FailureLimiter(settings.failure_limit, settings.failure_window)
-        self.by_database = FailureLimiter(settings.failure_limit, settings.failure_window)
+        self.failures = limits.FailureCounts(settings.failure_limit, settings.failure_window)
         self._holder = secrets.token_hex(8)
         self._next_sweep = 0.0
         self._sweep_lock = threading.Lock()
@@ -118,8 +116,6 @@ class X509Service:
     def handle(self, body: bytes, source: str) -> Answer:
         request: SignedRequest | None = None
         try:
-            if retry := self.by_source.retry_after(source):
-                raise Limited(retry)
             request = verify_request(body, self.clock())
             return self._handle_verified(request, source)
         except MalformedRequest as exc:
@@ -157,7 +153,7 @@ class X509Service:
         box, csr = first.box, first.csr
         registered_here = False
         if box is None or box.subscription_code != request.enterprise_code:
-            box, registered_here = self._register(request)
+            box, registered_here = self._register(request, source)
         self._check_csr_names_for_issuer(csr, box)
         try:
             certificate, outcome = self._certificate_for(box, csr)
@@ -199,7 +195,7 @@ class X509Service:
                 look = self._look(session, request, source)
         except IntegrityError:
             raise Unauthorized("this nonce was seen before: each request needs a new one") from None
-        self._sweep_nonces(now)
+        self._sweep(now)
         return look
 
     def _look(self, session: Session, request: SignedRequest, source: str) -> FirstLook:
@@ -215,18 +211,20 @@ class X509Service:
                 session.add(
                     self._audit_entry("reused", None, request, source, f"serial {reusable.serial}")
                 )
-                _seen(box, request)
+                _seen(box, request, source)
                 self.metrics.count("reused")
                 return FirstLook(answer=Answer(200, {"result": self._result(reusable, box.scope)}))
         return FirstLook(box=box, csr=csr)
 
-    def _sweep_nonces(self, now: dt.datetime) -> None:
+    def _sweep(self, now: dt.datetime) -> None:
+        """Drop expired nonces and failure counts, once a minute per process."""
         if time.monotonic() < self._next_sweep or not self._sweep_lock.acquire(blocking=False):
             return
         try:
             self._next_sweep = time.monotonic() + NONCE_SWEEP_SECONDS
             with self.store.transaction() as session:
                 session.execute(delete(SeenNonce).where(SeenNonce.expires_at < now))
+                self.failures.sweep(session, now)
         finally:
             self._sweep_lock.release()
 
@@ -236,16 +234,16 @@ class X509Service:
         self, session: Session, request: SignedRequest, source: str
     ) -> Box | None:
         box = session.get(Box, request.box_id)
-        known_here = box is not None and box.database_uuid == request.db_uuid
-        # A registered box proves itself with its device key: guessers of this database's
-        # codes must not lock it out.
-        if not known_here and (retry := self.by_database.retry_after(request.db_uuid)):
-            raise Limited(retry)
+        network = limits.network_of(source)
+        now = dt.datetime.now(dt.UTC)
+        # A registered box proves itself with its device key: nobody's failures limit it.
+        if box is None or box.database_uuid != request.db_uuid:
+            self._check_limits(session, request.db_uuid, network, now)
         database = session.get(Database, request.db_uuid)
         subscription = _matching_subscription(session, request)
         if database is None or subscription is None:
-            self.by_source.record_failure(source)
-            self.by_database.record_failure(request.db_uuid)
+            keys = [limits.network_key(network), limits.database_key(request.db_uuid)]
+            self.failures.record(session, keys, now)
             raise Refused(errors.INVALID_CREDENTIALS)
         if database.kind != "production":
             raise Refused(errors.DATABASE_NOT_PRODUCTION, f"database kind {database.kind}")
@@ -258,6 +256,18 @@ class X509Service:
         if box is not None and box.state == "revoked":
             raise Refused(errors.BOX_REVOKED)
         return box
+
+    def _check_limits(self, session: Session, db_uuid: str, network: str, now: dt.datetime) -> None:
+        """429 for a network over its failures, and for a new box of a guarded database unless
+        it comes from a network where that database's boxes work (see :mod:`limits`)."""
+        over = self.failures.retry_after(
+            session, [limits.network_key(network), limits.database_key(db_uuid)], now
+        )
+        if retry := over.get(limits.network_key(network)):
+            raise Limited(retry)
+        retry = over.get(limits.database_key(db_uuid))
+        if retry and not limits.database_works_from(session, db_uuid, network):
+            raise Limited(retry)
 
     def _check_csr(self, request: SignedRequest, box: Box | None) -> x509.CertificateSigningRequest:
         try:
@@ -292,7 +302,7 @@ class X509Service:
 
     # --- registration and quota -------------------------------------------------------------
 
-    def _register(self, request: SignedRequest) -> tuple[Box, bool]:
+    def _register(self, request: SignedRequest, source: str) -> tuple[Box, bool]:
         """Bind the box to the subscription, taking a slot; return (box, whether it is new)."""
         with self.store.transaction() as session:
             # The lock serialises registrations per subscription across replicas (PostgreSQL row
@@ -324,6 +334,7 @@ class X509Service:
             box.database_uuid = request.db_uuid
             box.subscription_code = subscription.code
             box.last_address = request.address
+            box.source_network = limits.network_of(source)
             session.flush()
             return box, is_new
 
@@ -469,7 +480,7 @@ class X509Service:
             with self.store.transaction() as session:
                 session.add(entry)
                 if seen_box is not None and (box := session.get(Box, seen_box)) is not None:
-                    _seen(box, request)
+                    _seen(box, request, source)
         except (OperationalError, SQLInterfaceError):
             pass  # the answer matters more than its audit line when the store is failing
 
@@ -491,8 +502,9 @@ class X509Service:
         )
 
 
-def _seen(box: Box, request: SignedRequest | None) -> None:
+def _seen(box: Box, request: SignedRequest | None, source: str) -> None:
     box.last_seen_at = dt.datetime.now(dt.UTC)
+    box.source_network = limits.network_of(source)
     if request and request.address:
         box.last_address = request.address
 

@@ -98,8 +98,13 @@ class Box(Base):
     subscription_code: Mapped[str] = mapped_column(ForeignKey("subscriptions.code"), index=True)
     state: Mapped[str] = mapped_column(String(16), default="active")
     last_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The network (/24 or /56) its requests come from: where the database's boxes work, which
+    # a database under guessing attack still takes new boxes from.
+    source_network: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_boxes_database_network", "database_uuid", "source_network"),)
 
 
 class Certificate(Base):
@@ -165,6 +170,19 @@ class AuditEntry(Base):
     database_uuid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     source: Mapped[str | None] = mapped_column(String(64), nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class FailureCount(Base):
+    """Failed credential attempts under one key (a network, a database) in the current window.
+
+    In the store so that every replica counts the same; a row per key that failed lately, swept
+    once its window is over.
+    """
+
+    __tablename__ = "failure_counts"
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    window_start: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    failures: Mapped[int] = mapped_column(Integer)
 
 
 class ChallengeRecord(Base):
