@@ -271,8 +271,10 @@ _BOX_ENTRIES = (
         causes=(
             "5xx (500, 502, 503, 504): the cloud is busy or in maintenance, or a server in front "
             "of it failed. This is temporary and the box retries by itself.",
-            "429: too many attempts, usually with wrong credentials; the cloud asks the box to "
-            "wait before trying again.",
+            "429: too many attempts, usually with wrong credentials; or, with the code "
+            "issuance_limited, more new certificates for this box or its subscription in a day "
+            "than a box ever needs (a box that loses its TLS key at every start). The cloud asks "
+            "the box to wait before trying again.",
             "401: the cloud rejected the box's signed request, most often because the box's "
             "clock is more than 5 minutes off.",
             "Other 4xx (400, 404, 413): the box's software may be out of date for the cloud, or "
@@ -284,7 +286,8 @@ _BOX_ENTRIES = (
             "5xx: nothing to do, the box retries by itself; if it lasts for hours, check the "
             "vendor's service status or contact the vendor.",
             "429: wait (the box waits as long as the cloud asks), and check the database UUID "
-            "and subscription code before trying again.",
+            "and subscription code before trying again; for issuance_limited, check that the "
+            "box's data folder keeps its `tls` folder across restarts.",
             "401: set the box's date and time, preferably from a time server (NTP).",
             "Other 4xx: update the box's software, and check the cloud address in the box's "
             "settings.",

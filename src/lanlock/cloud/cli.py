@@ -13,6 +13,7 @@ from lanlock.cloud import admin
 from lanlock.cloud.authority import AuthorityError
 from lanlock.cloud.secret import SecretKeyError
 from lanlock.cloud.server import DEFAULT_PORT, DEFAULT_ZONE, CloudSettings, open_store
+from lanlock.cloud.throttle import IssuanceBudget
 from lanlock.config import default_data_dir, emit, json_flag, option
 from lanlock.names import InvalidName
 from lanlock.store import StoreConfigError
@@ -99,6 +100,27 @@ def cloud() -> None:
     metavar="TOKEN",
     help="serve /metrics to the bearer of this token; off without one (give it in the "
     "environment: a command line is visible to every user of the machine)",
+)
+@option(
+    "--box-issuance-limit",
+    type=click.IntRange(1),
+    default=IssuanceBudget.per_box,
+    show_default=True,
+    help="new certificates one box may get per --issuance-window (reuse never counts)",
+)
+@option(
+    "--subscription-issuance-factor",
+    type=click.IntRange(1),
+    default=IssuanceBudget.per_box_slot,
+    show_default=True,
+    help="new certificates a subscription may get per --issuance-window, per box it may have",
+)
+@option(
+    "--issuance-window",
+    type=click.FloatRange(60),
+    default=IssuanceBudget.window,
+    show_default=True,
+    help="seconds over which new certificates are counted",
 )
 @option(
     "--trusted-proxy",

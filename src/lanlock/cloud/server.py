@@ -15,6 +15,7 @@ from lanlock.cloud.issuers.acme import AcmeIssuer, AcmeSettings
 from lanlock.cloud.issuers.local import LocalIssuer
 from lanlock.cloud.metrics import CloudMetrics
 from lanlock.cloud.secret import load_or_create_secret
+from lanlock.cloud.throttle import IssuanceBudget
 from lanlock.cloud.x509 import X509Service, X509Settings
 from lanlock.store import Store
 from lanlock.web_common import run_server
@@ -43,6 +44,9 @@ class CloudSettings:
     lease_seconds: float = 300.0
     metrics_token: str | None = None
     trusted_proxy: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    box_issuance_limit: int = IssuanceBudget.per_box
+    subscription_issuance_factor: int = IssuanceBudget.per_box_slot
+    issuance_window: float = IssuanceBudget.window
 
     @property
     def store(self) -> str:
@@ -71,6 +75,11 @@ def build_service(settings: CloudSettings, store: Store | None = None) -> X509Se
             failure_limit=settings.failure_limit,
             failure_window=settings.failure_window,
             lease_seconds=settings.lease_seconds,
+            issuance=IssuanceBudget(
+                per_box=settings.box_issuance_limit,
+                per_box_slot=settings.subscription_issuance_factor,
+                window=settings.issuance_window,
+            ),
         ),
         metrics,
     )

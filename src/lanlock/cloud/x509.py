@@ -24,7 +24,7 @@ from sqlalchemy.exc import InterfaceError as SQLInterfaceError
 from sqlalchemy.orm import Session
 
 from lanlock import errors, names, pki
-from lanlock.cloud import csr_policy, limits
+from lanlock.cloud import csr_policy, limits, throttle
 from lanlock.cloud.issuers import IssuanceError, Issuer, IssuerUnavailable
 from lanlock.cloud.jws import MalformedRequest, SignedRequest, Unauthorized, verify_request
 from lanlock.cloud.metrics import CloudMetrics
@@ -63,6 +63,7 @@ class X509Settings:
     lease_wait_seconds: float = 60.0
     failure_limit: int = 10
     failure_window: float = 60.0
+    issuance: throttle.IssuanceBudget = field(default_factory=throttle.IssuanceBudget)
 
 
 @dataclass
@@ -129,6 +130,14 @@ class X509Service:
                 {"detail": "too many failed credential attempts; try again later"},
                 {"Retry-After": str(exc.retry_after)},
             )
+        except throttle.IssuanceLimited as exc:
+            self._audit("limited", throttle.ISSUANCE_LIMITED, request, source, exc.detail)
+            self.metrics.count("limited", throttle.ISSUANCE_LIMITED)
+            return Answer(
+                429,
+                {"detail": exc.detail, "code": throttle.ISSUANCE_LIMITED},
+                {"Retry-After": str(exc.retry_after)},
+            )
         except Refused as exc:
             return self._refuse(exc, source, request)
         except IssuerUnavailable as exc:
@@ -157,7 +166,7 @@ class X509Service:
         self._check_csr_names_for_issuer(csr, box)
         try:
             certificate, outcome = self._certificate_for(box, csr)
-        except (Refused, IssuerUnavailable):
+        except (Refused, IssuerUnavailable, throttle.IssuanceLimited):
             if registered_here:
                 self._unregister(box.box_id)
             raise
@@ -367,9 +376,19 @@ class X509Service:
         try:
             if reusable := self._reusable(box.scope, fingerprint):
                 return reusable, "reused"
+            self._check_issuance_budget(box)
             return self._issue(box, csr, fingerprint), "issued"
         finally:
             self._release_lease(box.scope)
+
+    def _check_issuance_budget(self, box: Box) -> None:
+        # Under the scope's lease: one box's requests cannot both pass the count; a
+        # subscription's several boxes may overshoot by the requests in flight at once.
+        with self.store.transaction() as session:
+            slots = _box_quota(session, box.subscription_code)
+            throttle.check_budget(
+                session, self.settings.issuance, box, slots, dt.datetime.now(dt.UTC)
+            )
 
     def _reusable(self, scope: str, fingerprint: str) -> Certificate | None:
         with self.store.transaction() as session:

@@ -1,0 +1,82 @@
+"""How many new certificates one box and one subscription may get in a window.
+
+A box that makes a new key at every start (a bug, a wiped disk, an attacker's loop) gets a new
+certificate each time, and with an ACME CA each of them spends the CA's rate limits, which the
+whole fleet shares (a public CA allows a registered domain about 50 new certificates a week). So
+new certificates are counted, per box and per subscription, over a window; handing out one the
+cloud already has (the reuse rule) is free and never counted.
+
+The defaults are far above normal life: a box renews once per certificate lifetime (every few
+days with 6-day certificates) and re-keys after a reset, so five a day per box, and per
+subscription three times its number of boxes a day (a whole fleet re-keying at once after an
+update still fits).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from lanlock.store.models import Box, Certificate
+
+ISSUANCE_LIMITED = "issuance_limited"
+
+
+@dataclass(frozen=True)
+class IssuanceBudget:
+    per_box: int = 5
+    per_box_slot: int = 3  # a subscription's budget: this many for each box it may have
+    window: float = 24 * 3600.0
+
+
+class IssuanceLimited(Exception):
+    """Over budget: answered 429 with ``Retry-After`` and the code ``issuance_limited``."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+def check_budget(
+    session: Session, budget: IssuanceBudget, box: Box, box_slots: int, now: dt.datetime
+) -> None:
+    """Raise IssuanceLimited when the box or its subscription has spent its budget."""
+    since = now - dt.timedelta(seconds=budget.window)
+    hours = budget.window / 3600
+    count, oldest = session.execute(
+        select(func.count(), func.min(Certificate.created_at)).where(
+            Certificate.box_id == box.box_id, Certificate.created_at > since
+        )
+    ).one()
+    if count >= budget.per_box:
+        raise IssuanceLimited(
+            f"this box got {count} new certificates in {hours:g} h, its limit; a box that "
+            "keeps its TLS key needs none (is it losing its key at every start?)",
+            _seconds_until(oldest, budget, now),
+        )
+    allowed = budget.per_box_slot * box_slots
+    count, oldest = session.execute(
+        select(func.count(), func.min(Certificate.created_at))
+        .join(Box, Box.box_id == Certificate.box_id)
+        .where(Box.subscription_code == box.subscription_code, Certificate.created_at > since)
+    ).one()
+    if count >= allowed:
+        raise IssuanceLimited(
+            f"this subscription's boxes got {count} new certificates in {hours:g} h, its limit "
+            f"({budget.per_box_slot} per box it may have)",
+            _seconds_until(oldest, budget, now),
+        )
+
+
+def _seconds_until(oldest: dt.datetime | None, budget: IssuanceBudget, now: dt.datetime) -> int:
+    """When the oldest certificate in the window leaves it, freeing one new certificate."""
+    if oldest is None:  # a budget of zero: nothing will ever leave the window
+        return math.ceil(budget.window)
+    if oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=dt.UTC)
+    return max(1, math.ceil((oldest + dt.timedelta(seconds=budget.window) - now).total_seconds()))
