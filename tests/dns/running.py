@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import signal
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -40,31 +41,48 @@ class RunningDNS:
         rdtype: str | int = "A",
         transport: str = "udp",
         timeout: float = 2.0,
+        source: str | None = None,
         **make_query: object,
     ) -> dns.message.Message:
-        """Ask a question as a client would; dnspython checks the answer matches the query."""
+        """Ask a question as a client would; dnspython checks the answer matches the query.
+
+        ``source``: the client's address, any of 127/8 on Linux, to play several hosts.
+        """
         query = dns.message.make_query(name, rdtype, **make_query)  # type: ignore[arg-type]
-        return self.send(query, transport, timeout)
+        return self.send(query, transport, timeout, source)
 
     def send(
-        self, query: dns.message.Message, transport: str = "udp", timeout: float = 2.0
+        self,
+        query: dns.message.Message,
+        transport: str = "udp",
+        timeout: float = 2.0,
+        source: str | None = None,
     ) -> dns.message.Message:
         if transport == "tcp":
-            return dns.query.tcp(query, HOST, port=self.port, timeout=timeout)
-        return dns.query.udp(query, HOST, port=self.port, timeout=timeout, ignore_trailing=False)
+            return dns.query.tcp(query, HOST, port=self.port, timeout=timeout, source=source)
+        return dns.query.udp(
+            query, HOST, port=self.port, timeout=timeout, source=source, ignore_trailing=False
+        )
 
-    def send_udp_bytes(self, data: bytes, timeout: float = 1.0) -> bytes | None:
+    def send_udp_bytes(
+        self, data: bytes, timeout: float = 1.0, source: str | None = None
+    ) -> bytes | None:
         """Send raw bytes in one datagram; the reply's bytes, or None if none came in time."""
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(timeout)
+            if source is not None:
+                sock.bind((source, 0))
             sock.sendto(data, (HOST, self.port))
             try:
                 return sock.recv(65535)
             except TimeoutError:
                 return None
 
-    def tcp_connection(self, timeout: float = 2.0) -> socket.socket:
-        return socket.create_connection((HOST, self.port), timeout=timeout)
+    def tcp_connection(self, timeout: float = 2.0, source: str | None = None) -> socket.socket:
+        source_address = None if source is None else (source, 0)
+        return socket.create_connection(
+            (HOST, self.port), timeout=timeout, source_address=source_address
+        )
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -189,3 +207,39 @@ def seconds_until_everywhere(
         if not in_a_row:
             time.sleep(0.02)
     return time.monotonic() - started
+
+
+# ---- DNS over TCP by hand
+
+
+def read_message(sock: socket.socket) -> dns.message.Message:
+    size = struct.unpack("!H", recv_exactly(sock, 2))[0]
+    return dns.message.from_wire(recv_exactly(sock, size))
+
+
+def recv_exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError("closed by the server")
+        data += chunk
+    return data
+
+
+def framed(message: dns.message.Message) -> bytes:
+    """``message`` as it goes over TCP: its length in two bytes, then itself (RFC 1035 §4.2.2)."""
+    wire = message.to_wire()
+    return struct.pack("!H", len(wire)) + wire
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    """True once the server has closed ``sock``; False if it is still open after ``within``
+    seconds (or something else arrived)."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True

@@ -166,3 +166,21 @@ def test_edns_options_other_than_a_cookie_are_left_to_the_slow_path(
     edns = (1232, 0, options)
     wire = query_wire(1, 0, [b"10-0-0-7", b"abcdefghijklmnop"], dns.rdatatype.A, edns)
     assert (FastPath(ZONES[0]).answer(wire) is not None) is fast
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    zone=st.sampled_from(ZONES),
+    label=ADDRESS_LABELS,
+    rdtype=st.sampled_from([dns.rdatatype.A, dns.rdatatype.AAAA]),
+    edns=st.one_of(st.none(), st.just((1232, 0, struct.pack("!HH", 10, 8) + b"c" * 8))),
+)
+def test_the_fast_path_declines_every_cut_of_a_question_it_takes(
+    zone: Zone, label: str, rdtype: int, edns: tuple[int, int, bytes] | None
+) -> None:
+    """A cut query is the slow path's to refuse (FORMERR): the fast path neither answers nor
+    raises on any prefix, the bare 12-byte header announcing one question included."""
+    wire = query_wire(1, 0x0100, [label.encode(), b"abcdefghijklmnop"], rdtype, edns)
+    fast = FastPath(zone)
+    assert fast.answer(wire) is not None
+    assert [cut for cut in range(len(wire)) if fast.answer(wire[:cut]) is not None] == []

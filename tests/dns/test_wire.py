@@ -17,7 +17,15 @@ import dns.rdatatype
 import dns.update
 import pytest
 
-from tests.dns.running import RunningDNS, publish, running_dns, seconds_until_everywhere
+from tests.dns.running import (
+    RunningDNS,
+    closed_by_server,
+    framed,
+    publish,
+    read_message,
+    running_dns,
+    seconds_until_everywhere,
+)
 
 ZONE = "iot.test"
 
@@ -166,26 +174,6 @@ def test_packets_that_are_not_queries_get_no_reply(dns_server: RunningDNS, packe
 # ---- TCP
 
 
-def read_message(sock: socket.socket) -> dns.message.Message:
-    size = struct.unpack("!H", recv_exactly(sock, 2))[0]
-    return dns.message.from_wire(recv_exactly(sock, size))
-
-
-def recv_exactly(sock: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise ConnectionError("closed by the server")
-        data += chunk
-    return data
-
-
-def framed(message: dns.message.Message) -> bytes:
-    wire = message.to_wire()
-    return struct.pack("!H", len(wire)) + wire
-
-
 def test_several_queries_on_one_tcp_connection_are_answered_in_order(
     dns_server: RunningDNS, scope: str
 ) -> None:
@@ -229,16 +217,6 @@ def tight_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDN
         workers=1,
     ) as server:
         yield server
-
-
-def closed_by_server(sock: socket.socket, within: float) -> bool:
-    sock.settimeout(within)
-    try:
-        return sock.recv(1) == b""
-    except TimeoutError:
-        return False
-    except ConnectionResetError:
-        return True
 
 
 def test_an_idle_tcp_connection_is_closed(tight_server: RunningDNS) -> None:

@@ -9,7 +9,7 @@ import click
 from lanlock import names
 from lanlock.config import default_data_dir, option
 from lanlock.dns import server
-from lanlock.dns.worker import WorkerSettings
+from lanlock.dns.worker import TcpLimits, WorkerSettings
 from lanlock.dns.zone import (
     DEFAULT_CAA_ISSUER,
     DEFAULT_ZONE,
@@ -20,6 +20,8 @@ from lanlock.dns.zone import (
     parse_address,
     parse_nameserver,
 )
+
+TCP_DEFAULTS = TcpLimits()
 
 
 def default_store() -> str:
@@ -97,18 +99,42 @@ def dns() -> None:
 @option(
     "--tcp-idle-timeout",
     type=click.FloatRange(0.1),
-    default=10.0,
+    default=TCP_DEFAULTS.idle_timeout,
     show_default=True,
     metavar="SECONDS",
     help="close a TCP connection without a query for this long",
 )
 @option(
+    "--tcp-max-lifetime",
+    type=click.FloatRange(0.1),
+    default=TCP_DEFAULTS.lifetime,
+    show_default=True,
+    metavar="SECONDS",
+    help="close a TCP connection this long after it opened, however busy",
+)
+@option(
+    "--tcp-max-queries",
+    type=click.IntRange(1),
+    default=TCP_DEFAULTS.max_queries,
+    show_default=True,
+    metavar="N",
+    help="close a TCP connection after answering this many queries on it",
+)
+@option(
     "--tcp-max-connections",
     type=click.IntRange(1),
-    default=100,
+    default=TCP_DEFAULTS.max_connections,
     show_default=True,
     metavar="N",
     help="open TCP connections per worker",
+)
+@option(
+    "--tcp-max-per-source",
+    type=click.IntRange(1),
+    default=TCP_DEFAULTS.max_per_source,
+    show_default=True,
+    metavar="N",
+    help="open TCP connections per worker from one host (IPv4 address, IPv6 /64)",
 )
 def serve(
     store: str | None,
@@ -123,7 +149,10 @@ def serve(
     allow_public: bool,
     rrl: float,
     tcp_idle_timeout: float,
+    tcp_max_lifetime: float,
+    tcp_max_queries: int,
     tcp_max_connections: int,
+    tcp_max_per_source: int,
 ) -> None:
     """Answer for the zone over UDP and TCP until SIGTERM or Ctrl-C."""
     try:
@@ -137,8 +166,13 @@ def serve(
         worker=WorkerSettings(
             zone=zone_settings,
             store_url=store or default_store(),
-            tcp_idle_timeout=tcp_idle_timeout,
-            tcp_max_connections=tcp_max_connections,
+            tcp=TcpLimits(
+                idle_timeout=tcp_idle_timeout,
+                lifetime=tcp_max_lifetime,
+                max_queries=tcp_max_queries,
+                max_connections=tcp_max_connections,
+                max_per_source=tcp_max_per_source,
+            ),
             rrl_rate=rrl,
         ),
         host=host,

@@ -54,6 +54,9 @@ class FastPath:
             struct.pack("!HHIH", dns.rdatatype.SOA, dns.rdataclass.IN, negative_ttl, len(soa)) + soa
         )
         self._address_ttl = struct.pack("!I", settings.address_ttl)
+        # The header and the shortest question taken (a one-byte label, the scope, the zone,
+        # QTYPE and QCLASS): anything shorter is declined before a byte of it is read.
+        self._shortest_query = 12 + 2 + 1 + SCOPE_LENGTH + len(self._zone_wire) + 4
         self._cache: dict[bytes, bytes] = {}
 
     def answer(self, query: bytes) -> bytes | None:
@@ -69,8 +72,12 @@ class FastPath:
         return reply
 
     def _build(self, query: bytes) -> bytes | None:
-        if len(query) < 12 or query[2] & 0xF8 or query[4:10] != _ONE_QUESTION_ONLY:
-            return None  # a response, another opcode, or not exactly one question
+        if (
+            len(query) < self._shortest_query
+            or query[2] & 0xF8
+            or query[4:10] != _ONE_QUESTION_ONLY
+        ):
+            return None  # too short, a response, another opcode, or not exactly one question
         label_length = query[12]
         scope_at = 13 + label_length
         zone_at = scope_at + 1 + SCOPE_LENGTH

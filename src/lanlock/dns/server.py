@@ -75,6 +75,7 @@ def serve(settings: ServerSettings) -> int:
     zone = Zone(settings.worker.zone)  # bad settings fail here, before anything is bound
     prepare_store(settings.worker.store_url)
     count = worker_count(settings.workers)
+    warn_if_one_host_can_hold_all_tcp(settings.worker)
     sockets = bind_sockets(settings.host, settings.port, count)
     port = sockets[0][0].getsockname()[1]
     log.info(
@@ -92,6 +93,17 @@ def serve(settings: ServerSettings) -> int:
         for udp, tcp in sockets:
             udp.close()
             tcp.close()
+
+
+def warn_if_one_host_can_hold_all_tcp(settings: WorkerSettings) -> None:
+    tcp = settings.tcp
+    if tcp.max_per_source >= tcp.max_connections:
+        log.warning(
+            "--tcp-max-per-source %d is not below --tcp-max-connections %d: "
+            "one host can hold every TCP connection",
+            tcp.max_per_source,
+            tcp.max_connections,
+        )
 
 
 def prepare_store(url: str) -> None:

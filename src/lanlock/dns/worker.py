@@ -12,6 +12,7 @@ a thread; the challenge snapshot (:mod:`lanlock.dns.challenges`) gets a thread o
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import multiprocessing
 import os
@@ -20,6 +21,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -44,11 +46,28 @@ _ERROR_LOG_INTERVAL = 10.0  # at most one traceback per worker in this many seco
 
 
 @dataclass(frozen=True)
+class TcpLimits:
+    """How much of DNS over TCP one connection, and one host, may hold (per worker).
+
+    The defaults are far beyond what a resolver does: it asks over TCP after a truncated answer,
+    on one connection to a server (RFC 7766 recommends no more), kept idle up to a minute and
+    reused for a few hundred queries at most (Unbound's defaults: 60 s and 200). One that meets
+    a limit all the same asks again on a new connection, as RFC 7766 has clients do when a
+    connection closes before all its answers.
+    """
+
+    idle_timeout: float = 10.0  # seconds without an answer to send
+    lifetime: float = 120.0  # seconds from the connection's start, however busy it is
+    max_queries: int = 1000  # messages read on one connection; it closes after the last answer
+    max_connections: int = 100  # open at once
+    max_per_source: int = 10  # open at once from one host (see source_host)
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     zone: ZoneSettings
     store_url: str
-    tcp_idle_timeout: float = 10.0
-    tcp_max_connections: int = 100
+    tcp: TcpLimits = TcpLimits()
     rrl_rate: float = 0.0  # answers a second per source prefix; 0: no limit
     challenge_refresh: float = 0.25
 
@@ -67,9 +86,7 @@ def run_worker(
     board = ChallengeBoard(settings.store_url, refresh=settings.challenge_refresh)
     board.start()
     answers = Answers(zone, board)
-    tcp_service = TcpService(
-        tcp, answers.tcp, settings.tcp_idle_timeout, settings.tcp_max_connections
-    )
+    tcp_service = TcpService(tcp, answers.tcp, settings.tcp)
     threading.Thread(target=tcp_service.run, name="tcp", daemon=True).start()
     limiter = ResponseRateLimiter(settings.rrl_rate) if settings.rrl_rate > 0 else None
     log.info("worker %d (pid %d) answering", index, os.getpid())
@@ -150,12 +167,30 @@ def serve_udp(sock: socket.socket, answers: Answers, limiter: ResponseRateLimite
                 pass
 
 
-class _Connection:
-    __slots__ = ("deadline", "inbox", "mask", "outbox", "sock")
+def source_host(address: str) -> bytes:
+    """The host a TCP client is, as a key: its IPv4 address, or its IPv6 address's /64.
 
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
+    Per host, not per /24 or /56 as response-rate limiting counts forged UDP sources: a TCP
+    client has completed a handshake, so its address is its own, and a wider key would let one
+    host lock its neighbours out (say, the cloud's visibility check, from the same hosting
+    /24). An IPv6 host can take any address of its /64 at will: the /64 is the one host.
+    """
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # an IPv4 client of a dual-stack socket
+    return ip.packed if ip.version == 4 else ip.packed[:8]
+
+
+class _Connection:
+    __slots__ = ("deadline", "expires", "inbox", "mask", "outbox", "queries_left", "sock", "source")
+
+    def __init__(self, sock: socket.socket, source: bytes, limits: TcpLimits) -> None:
+        now = time.monotonic()
         self.sock = sock
-        self.deadline = deadline
+        self.source = source
+        self.expires = now + limits.lifetime
+        self.deadline = min(now + limits.idle_timeout, self.expires)
+        self.queries_left = limits.max_queries
         self.inbox = bytearray()
         self.outbox = bytearray()
         self.mask = selectors.EVENT_READ
@@ -166,19 +201,19 @@ class TcpService:
 
     A connection is closed after ``idle_timeout`` seconds without an answer to send (bytes that
     trickle in and messages that get no answer do not count, so a client cannot hold a connection
-    by sending slowly), when its client stops reading answers, and at once when
-    ``max_connections`` are already open.
+    by sending slowly), after ``lifetime`` seconds however busy, once the answers to its
+    ``max_queries`` messages are sent, when its client stops reading answers, and at once when
+    ``max_connections`` are already open or its host already has ``max_per_source``. So one host
+    holds at most ``max_per_source`` of the ``max_connections``, and none of them for long.
     """
 
-    def __init__(
-        self, listener: socket.socket, answer: Answer, idle_timeout: float, max_connections: int
-    ) -> None:
+    def __init__(self, listener: socket.socket, answer: Answer, limits: TcpLimits) -> None:
         self._listener = listener
         self._answer = answer
-        self._idle_timeout = idle_timeout
-        self._max_connections = max_connections
+        self._limits = limits
         self._selector = selectors.DefaultSelector()
         self._connections: dict[socket.socket, _Connection] = {}
+        self._per_source: Counter[bytes] = Counter()
         self._errors = ThrottledErrors()
 
     def run(self) -> None:
@@ -210,19 +245,26 @@ class TcpService:
     def _accept(self) -> None:
         while True:
             try:
-                sock, _ = self._listener.accept()
+                sock, peer = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # out of file descriptors, or the client gave up already
                 return
-            if len(self._connections) >= self._max_connections:
+            source = source_host(peer[0])
+            if not self._has_room_for(source):
                 sock.close()
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            connection = _Connection(sock, time.monotonic() + self._idle_timeout)
-            self._connections[sock] = connection
+            self._connections[sock] = _Connection(sock, source, self._limits)
+            self._per_source[source] += 1
             self._selector.register(sock, selectors.EVENT_READ)
+
+    def _has_room_for(self, source: bytes) -> bool:
+        return (
+            len(self._connections) < self._limits.max_connections
+            and self._per_source[source] < self._limits.max_per_source
+        )
 
     def _read(self, connection: _Connection) -> None:
         try:
@@ -236,16 +278,18 @@ class TcpService:
             return
         inbox = connection.inbox
         inbox += data
-        while len(inbox) >= 2:
+        while len(inbox) >= 2 and connection.queries_left:
             size = int.from_bytes(inbox[:2], "big")
             if len(inbox) < 2 + size:
                 break
             query = bytes(inbox[2 : 2 + size])
             del inbox[: 2 + size]
+            connection.queries_left -= 1
             reply = self._answer(query)
             if reply is not None:
                 connection.outbox += len(reply).to_bytes(2, "big") + reply
-                connection.deadline = time.monotonic() + self._idle_timeout
+                idle_end = time.monotonic() + self._limits.idle_timeout
+                connection.deadline = min(idle_end, connection.expires)
         if len(connection.outbox) > _TCP_OUTBOX_LIMIT:
             self._close(connection)
             return
@@ -261,13 +305,22 @@ class TcpService:
                 self._close(connection)
                 return
             del connection.outbox[:sent]
-        wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if connection.outbox else 0)
+        if not connection.queries_left and not connection.outbox:
+            self._close(connection)  # its budget is spent and the last answer sent
+            return
+        # A spent connection reads nothing more: what its client still sends is not answered.
+        wanted = (selectors.EVENT_READ if connection.queries_left else 0) | (
+            selectors.EVENT_WRITE if connection.outbox else 0
+        )
         if wanted != connection.mask:
             self._selector.modify(connection.sock, wanted)
             connection.mask = wanted
 
     def _close(self, connection: _Connection) -> None:
-        self._connections.pop(connection.sock, None)
+        if self._connections.pop(connection.sock, None) is not None:
+            self._per_source[connection.source] -= 1
+            if not self._per_source[connection.source]:
+                del self._per_source[connection.source]  # forget hosts that hold nothing
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(connection.sock)
         connection.sock.close()
