@@ -123,6 +123,13 @@ def cloud() -> None:
     help="seconds over which new certificates are counted",
 )
 @option(
+    "--audit-days",
+    type=click.FloatRange(1),
+    default=CloudSettings.audit_days,
+    show_default=True,
+    help="days the audit trail keeps a request's row",
+)
+@option(
     "--trusted-proxy",
     multiple=True,
     metavar="CIDR",

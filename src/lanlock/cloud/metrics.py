@@ -29,6 +29,11 @@ class CloudMetrics:
             registry=self.registry,
         )
 
+        self.audit_dropped = Counter(
+            "lanlock_audit_dropped",
+            "Unauthenticated requests (400, 401) not written to the audit trail, over its cap",
+            registry=self.registry,
+        )
         self.bad_nonce_retries = Counter(
             "lanlock_acme_bad_nonce_retries",
             "Requests to the ACME CA retried after badNonce",

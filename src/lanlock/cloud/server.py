@@ -47,6 +47,7 @@ class CloudSettings:
     box_issuance_limit: int = IssuanceBudget.per_box
     subscription_issuance_factor: int = IssuanceBudget.per_box_slot
     issuance_window: float = IssuanceBudget.window
+    audit_days: float = X509Settings.audit_days
 
     @property
     def store(self) -> str:
@@ -75,6 +76,7 @@ def build_service(settings: CloudSettings, store: Store | None = None) -> X509Se
             failure_limit=settings.failure_limit,
             failure_window=settings.failure_window,
             lease_seconds=settings.lease_seconds,
+            audit_days=settings.audit_days,
             issuance=IssuanceBudget(
                 per_box=settings.box_issuance_limit,
                 per_box_slot=settings.subscription_issuance_factor,

@@ -44,6 +44,12 @@ from lanlock.store.models import (
 REUSE_FRACTION = 2 / 3
 NONCE_TTL = dt.timedelta(seconds=2 * 300 + 60)
 NONCE_SWEEP_SECONDS = 60.0
+# Rows for requests that authenticate nothing (400, 401), per process: enough to see an attack
+# and its sources in the trail, too few for a flood to fill the store's disk. The rest are
+# counted (lanlock_audit_dropped_total).
+GARBAGE_AUDIT_BURST = 60
+GARBAGE_AUDIT_PER_SECOND = 1.0
+AUDIT_SWEEP_BATCH = 10_000
 STORE_RETRY_AFTER = 5
 
 
@@ -64,6 +70,7 @@ class X509Settings:
     failure_limit: int = 10
     failure_window: float = 60.0
     issuance: throttle.IssuanceBudget = field(default_factory=throttle.IssuanceBudget)
+    audit_days: float = 400.0  # a year and a month: this year's events beside last year's
 
 
 @dataclass
@@ -110,6 +117,7 @@ class X509Service:
         self.failures = limits.FailureCounts(settings.failure_limit, settings.failure_window)
         self._holder = secrets.token_hex(8)
         self._next_sweep = 0.0
+        self._garbage_audit = TokenBucket(GARBAGE_AUDIT_BURST, GARBAGE_AUDIT_PER_SECOND)
         self._sweep_lock = threading.Lock()
 
     # --- the request ----------------------------------------------------------------------
@@ -225,6 +233,17 @@ class X509Service:
                 return FirstLook(answer=Answer(200, {"result": self._result(reusable, box.scope)}))
         return FirstLook(box=box, csr=csr)
 
+    def _sweep_audit(self, session: Session, now: dt.datetime) -> None:
+        """Drop audit rows past the retention, a batch a minute: never one long lock."""
+        cutoff = now - dt.timedelta(days=self.settings.audit_days)
+        oldest = (
+            select(AuditEntry.id)
+            .where(AuditEntry.at < cutoff)
+            .order_by(AuditEntry.at)
+            .limit(AUDIT_SWEEP_BATCH)
+        )
+        session.execute(delete(AuditEntry).where(AuditEntry.id.in_(oldest.scalar_subquery())))
+
     def _sweep(self, now: dt.datetime) -> None:
         """Drop expired nonces and failure counts, once a minute per process."""
         if time.monotonic() < self._next_sweep or not self._sweep_lock.acquire(blocking=False):
@@ -234,6 +253,7 @@ class X509Service:
             with self.store.transaction() as session:
                 session.execute(delete(SeenNonce).where(SeenNonce.expires_at < now))
                 self.failures.sweep(session, now)
+                self._sweep_audit(session, now)
         finally:
             self._sweep_lock.release()
 
@@ -481,7 +501,10 @@ class X509Service:
     def _reject(
         self, status: int, outcome: str, detail: str, source: str, request: SignedRequest | None
     ) -> Answer:
-        self._audit(outcome, str(status), request, source, detail)
+        if self._garbage_audit.take():
+            self._audit(outcome, str(status), request, source, detail)
+        else:
+            self.metrics.audit_dropped.inc()
         self.metrics.count(outcome)
         return Answer(status, {"detail": detail})
 
@@ -519,6 +542,27 @@ class X509Service:
             source=source[:64],
             detail=detail[:1000] if detail else None,
         )
+
+
+class TokenBucket:
+    """``burst`` tokens, refilled at ``rate`` a second; thread-safe."""
+
+    def __init__(self, burst: int, rate: float) -> None:
+        self.burst = burst
+        self.rate = rate
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+            return True
 
 
 def _seen(box: Box, request: SignedRequest | None, source: str) -> None:
