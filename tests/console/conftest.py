@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.console.running import RunningConsole, csrf_of, running_console
+from tests.console.running import RunningConsole, running_console, set_subscription_code
 
 CODE = "SUB-2026-SECRET-7731"
 
@@ -21,7 +21,6 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningConsole
 def admin(console: RunningConsole) -> Iterator[httpx.Client]:
     """A browser logged in to the console, whose admin has set the subscription code."""
     http = console.logged_in()
-    page = http.get("/settings").text
-    assert http.post("/settings", data={"csrf": csrf_of(page), "code": CODE}).status_code == 303
+    set_subscription_code(http, CODE)
     yield http
     http.close()

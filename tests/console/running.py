@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import html
 import json
 import re
@@ -18,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
+from lanlock import pki
 from lanlock.console import record
 from lanlock.console.models import Base, ConsoleRecord
 from lanlock.console.server import MIGRATIONS
+from lanlock.jws import signed_body
 from lanlock.links import body_signature
 from lanlock.store import Store
 from tests.servers import (
@@ -33,6 +37,7 @@ from tests.servers import (
     with_fresh_ports,
 )
 
+# How `serve` showed its first password before it only said where the password is kept.
 PASSWORD_LINE = re.compile(r"Admin password: (\S+)")
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -65,7 +70,7 @@ class RunningConsole:
         return json.loads(self.cli(*args, "--json").stdout)
 
     def password(self) -> str:
-        """As ``serve`` printed it at first start, else as ``lanlock console password`` shows it."""
+        """As ``lanlock console password`` shows it (``serve`` only says where it is kept)."""
         if not self.admin_password:
             self.admin_password = self.cli("password").stdout.strip()
         return self.admin_password
@@ -142,7 +147,6 @@ def start_console(
         f"{scheme}://{host_name}:{port}", data_dir, store_url, process, log, verify
     )
     wait_until_answering("the console", process, log, console.url + "/healthz", verify)
-    console.admin_password = next(iter(console.printed_passwords()), "")
     return console
 
 
@@ -174,9 +178,32 @@ def new_box_id() -> str:
     return base64.b32encode(secrets.token_bytes(20)).decode().lower()[:26]
 
 
-def pair(http: httpx.Client, link: str, box_id: str, name: str = "Front desk") -> httpx.Response:
-    body = {"box_id": box_id, "name": name, "address": "10.0.0.7", "version": "0.1.0"}
-    return http.post(link, json=body)
+def pairing_body(device_key: ec.EllipticCurvePrivateKey, link: str, **override: Any) -> bytes:
+    """A box's pairing request as docs/console-protocol.md §1 describes it, signed by its device
+    key for this one link; ``override`` changes fields of the payload (as a forger would)."""
+    payload = {
+        "box_id": pki.box_id_for(device_key.public_key()),
+        "name": "Front desk",
+        "address": "10.0.0.7",
+        "version": "0.1.0",
+        "link_code_sha256": hashlib.sha256(link.rsplit("/", 1)[-1].encode()).hexdigest(),
+    }
+    return signed_body(device_key, payload | override)
+
+
+def post_pairing(http: httpx.Client, link: str, body: bytes) -> httpx.Response:
+    return http.post(link, content=body, headers={"Content-Type": "application/jose+json"})
+
+
+def pair(
+    http: httpx.Client,
+    link: str,
+    device_key: ec.EllipticCurvePrivateKey | None = None,
+    name: str = "Front desk",
+) -> httpx.Response:
+    """A box pairs through ``link``: a new box unless ``device_key`` is an existing one's."""
+    key = device_key or pki.new_private_key()
+    return post_pairing(http, link, pairing_body(key, link, name=name))
 
 
 def report(
@@ -217,6 +244,12 @@ def status_fields(box_id: str, fields: dict[str, Any] | None = None) -> dict[str
     return base | (fields or {})
 
 
+def set_subscription_code(admin: httpx.Client, code: str) -> None:
+    """What the admin does on the settings page before pairing the first box."""
+    page = admin.get("/settings").text
+    assert admin.post("/settings", data={"csrf": csrf_of(page), "code": code}).status_code == 303
+
+
 def make_link(admin: httpx.Client, name: str = "") -> str:
     """What the admin gets from the "Pair a box" page."""
     page = admin.post(
@@ -230,11 +263,11 @@ def make_link(admin: httpx.Client, name: str = "") -> str:
 
 def paired(console: RunningConsole, admin: httpx.Client, name: str = "") -> tuple[str, str]:
     """A freshly paired box: its ``box_id`` and token."""
-    box_id = new_box_id()
+    device_key = pki.new_private_key()
     with console.client() as http:
-        answer = pair(http, make_link(admin, name), box_id)
+        answer = pair(http, make_link(admin, name), device_key)
     assert answer.status_code == 200, answer.text
-    return box_id, answer.json()["token"]
+    return pki.box_id_for(device_key.public_key()), answer.json()["token"]
 
 
 def text_of(page: str) -> str:
@@ -255,7 +288,7 @@ def race_for(console: RunningConsole, link: str, boxes: int = 4) -> list[int]:
     def attempt() -> None:
         with console.client() as http:
             start.wait()
-            statuses.append(pair(http, link, new_box_id()).status_code)
+            statuses.append(pair(http, link).status_code)
 
     threads = [threading.Thread(target=attempt) for _ in range(boxes)]
     for thread in threads:

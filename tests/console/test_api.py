@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 from sqlalchemy import update
 
-from lanlock import errors
+from lanlock import errors, pki
 from lanlock.console.models import THE_CONSOLE, ConsoleRecord, PairingCode
 from lanlock.links import link_is_valid
 from lanlock.store.models import utcnow
@@ -27,7 +27,9 @@ from tests.console.running import (
     new_box_id,
     pair,
     paired,
+    pairing_body,
     plain,
+    post_pairing,
     race_for,
     report,
     status_fields,
@@ -57,10 +59,9 @@ def set_code(console: RunningConsole, code: str | None) -> None:
 def test_pairing_answers_the_documented_fields_once(console: RunningConsole, admin: httpx.Client):
     link = make_link(admin)
     assert re.fullmatch(re.escape(console.url) + r"/iot/pair/[A-Za-z0-9_-]{43}", link)
-    box_id = new_box_id()
     with console.client() as http:
-        answer = pair(http, link, box_id, name="Front desk")
-        again = pair(http, link, new_box_id())
+        answer = pair(http, link, name="Front desk")
+        again = pair(http, link)
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert set(body) == {"console_url", "db_uuid", "enterprise_code", "name", "token", "cloud_url"}
@@ -74,14 +75,14 @@ def test_pairing_answers_the_documented_fields_once(console: RunningConsole, adm
 
 def test_the_admin_names_the_box_on_the_pairing_page(console: RunningConsole, admin: httpx.Client):
     with console.client() as http:
-        answer = pair(http, make_link(admin, "Till 2"), new_box_id(), name="raspberrypi")
+        answer = pair(http, make_link(admin, "Till 2"), name="raspberrypi")
     assert answer.json()["name"] == "Till 2"
 
 
 def test_unknown_and_malformed_codes_are_404(console: RunningConsole):
     with console.client() as http:
         for code in (secrets.token_urlsafe(32), "short", "x" * 43 + "!"):
-            answer = pair(http, f"/iot/pair/{code}", new_box_id())
+            answer = pair(http, f"/iot/pair/{code}")
             assert answer.status_code == 404, code
             assert answer.json()["detail"]
 
@@ -100,7 +101,7 @@ def test_a_link_expires_after_15_minutes(console: RunningConsole, admin: httpx.C
     finally:
         store.dispose()
     with console.client() as http:
-        assert pair(http, link, new_box_id()).status_code == 410
+        assert pair(http, link).status_code == 410
 
 
 def test_without_a_subscription_code_pairing_is_409_and_the_link_survives(
@@ -110,14 +111,14 @@ def test_without_a_subscription_code_pairing_is_409_and_the_link_survives(
     set_code(console, None)
     try:
         with console.client() as http:
-            refused = pair(http, link, new_box_id())
+            refused = pair(http, link)
             assert refused.status_code == 409
             assert "subscription code" in refused.json()["detail"]
             assert "set the subscription code" in text_of(admin.get("/iot/pairing").text).lower()
     finally:
         set_code(console, CODE)
     with console.client() as http:
-        assert pair(http, link, new_box_id()).status_code == 200
+        assert pair(http, link).status_code == 200
 
 
 def test_boxes_racing_for_one_link_get_one_pairing(console: RunningConsole, admin: httpx.Client):
@@ -125,9 +126,11 @@ def test_boxes_racing_for_one_link_get_one_pairing(console: RunningConsole, admi
 
 
 def test_pairing_again_replaces_the_token(console: RunningConsole, admin: httpx.Client):
-    box_id, old_token = paired(console, admin)
+    device_key = pki.new_private_key()  # the same box: the same device key
+    box_id = pki.box_id_for(device_key.public_key())
     with console.client() as http:
-        new_token = pair(http, make_link(admin), box_id).json()["token"]
+        old_token = pair(http, make_link(admin), device_key).json()["token"]
+        new_token = pair(http, make_link(admin), device_key).json()["token"]
         assert new_token != old_token
         assert report(http, box_id, old_token).status_code == 401
         assert report(http, box_id, new_token).status_code == 200
@@ -271,12 +274,13 @@ def test_bodies_that_are_not_the_protocol_are_refused_without_a_crash(
             answer = http.post(link, content=body, headers={"Content-Type": "application/json"})
             assert answer.status_code == 400, body
             assert answer.json()["detail"] and "Traceback" not in answer.text
-        long_name = {"box_id": new_box_id(), "name": "n" * 201}
-        assert http.post(link, json=long_name).status_code == 400
+        assert pair(http, link, name="n" * 201).status_code == 400
+        not_for_a_link = pairing_body(pki.new_private_key(), link, link_code_sha256="x")
+        assert post_pairing(http, link, not_for_a_link).status_code == 400
         for path in (link, "/iot/status"):
             assert http.post(path, content=huge).status_code == 413
             assert http.post(path, content=chunks()).status_code == 413  # no Content-Length
-        assert pair(http, link, new_box_id()).status_code == 200  # the 400s did not use it
+        assert pair(http, link).status_code == 200  # the 400s did not use it
     assert console.process.poll() is None
     assert "Traceback" not in console.log_text()
 
@@ -331,4 +335,4 @@ def test_a_pairing_link_opened_in_a_browser_is_not_used(
     with console.client() as http:
         opened = http.get(link)
         assert opened.status_code == 200 and "pairing link" in opened.text
-        assert pair(http, link, new_box_id()).status_code == 200
+        assert pair(http, link).status_code == 200

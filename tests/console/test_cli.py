@@ -7,10 +7,10 @@ import json
 import stat
 from pathlib import Path
 
+from lanlock import pki
 from tests.console.running import (
     RunningConsole,
     log_in,
-    new_box_id,
     pair,
     report,
     running_console,
@@ -23,16 +23,17 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_the_first_start_shows_the_password_once(tmp_path: Path):
+def test_the_first_start_says_where_the_password_is(tmp_path: Path):
     data = tmp_path / "console"
     with running_console(data) as first:
-        [password] = first.printed_passwords()
-        assert first.cli("password").stdout.strip() == password
+        password = first.cli("password").stdout.strip()
+        assert f"password is in {data / 'admin-password'}" in first.log_text()
+        assert first.printed_passwords() == [] and password not in first.log_text()
     assert mode(data / "admin-password") == 0o600
     assert mode(data / "console.db") == 0o600
 
     with running_console(data) as again:
-        assert again.printed_passwords() == []
+        assert "First start" not in again.log_text()
         browser = again.logged_in(password)
         assert browser.get("/iot").status_code == 200
 
@@ -58,9 +59,10 @@ def test_settings_pair_and_boxes_from_the_command_line(console: RunningConsole):
     printed = console.cli("pair")
     link = printed.stdout.strip()
     assert printed.stdout == link + "\n"  # only the link: lanlock box connect "$(… pair)"
-    box_id = new_box_id()
+    device_key = pki.new_private_key()
+    box_id = pki.box_id_for(device_key.public_key())
     with console.client() as http:
-        answer = pair(http, link, box_id, name="Back office")
+        answer = pair(http, link, device_key, name="Back office")
         assert answer.status_code == 200, answer.text
         assert answer.json()["enterprise_code"] == CLI_CODE
         assert answer.json()["cloud_url"] == "http://127.0.0.1:8700"

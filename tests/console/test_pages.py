@@ -15,9 +15,8 @@ from tests.console.running import (
     RunningConsole,
     csrf_of,
     log_in,
-    make_link,
     new_box_id,
-    pair,
+    paired,
     running_console,
     text_of,
 )
@@ -29,10 +28,8 @@ PAGES = ("/iot", "/iot/pairing", "/settings", "/iot/boxes/{box_id}")
 @pytest.fixture(scope="module")
 def box_id(console: RunningConsole, admin: httpx.Client) -> str:
     """A paired box, for the pages and forms that are about one box."""
-    paired = new_box_id()
-    with console.client() as http:
-        assert pair(http, make_link(admin), paired).status_code == 200
-    return paired
+    box_id, _ = paired(console, admin)
+    return box_id
 
 
 def forms(box_id: str) -> dict[str, dict[str, str]]:

@@ -35,9 +35,7 @@ def test_a_new_cloud_keeps_its_folder_and_files_private(tmp_path):
                 files = sorted(p for p in data.iterdir() if p.is_file())
                 assert {p.name for p in files} >= {"store.db", "store.db-wal"}
                 assert mode(data) == 0o700
-                assert {p.name: oct(mode(p)) for p in files} == {
-                    p.name: oct(0o600) for p in files
-                }
+                assert {p.name: oct(mode(p)) for p in files} == {p.name: oct(0o600) for p in files}
             finally:
                 cloud.stop()
     finally:

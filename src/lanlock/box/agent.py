@@ -202,7 +202,9 @@ class Agent:
 
     def connect(self, link: str) -> BoxState:
         """Pair with a console through its one-time link, then check at once (DESIGN §8)."""
-        pairing = console_client.pair(link, self.box_id, self.box_name, self.address, __version__)
+        pairing = console_client.pair(
+            link, self.device_key, self.box_name, self.address, __version__
+        )
 
         def store(config: BoxConfig) -> None:
             config.console_url, config.name = pairing.console_url, pairing.name

@@ -291,13 +291,7 @@ def connect(link: str, data: Path | None, address: str | None) -> None:
     seen = _read_json(folder / STATE_FILE)
     address = address or seen.get("address") or detect_lan_address()
     try:
-        pairing = console_client.pair(
-            link,
-            pki.box_id_for(device_key.public_key()),
-            socket.gethostname(),
-            address,
-            __version__,
-        )
+        pairing = console_client.pair(link, device_key, socket.gethostname(), address, __version__)
     except console_client.PairingError as exc:
         raise click.ClickException(f"pairing failed: {exc}") from None
     config = load_config(folder)

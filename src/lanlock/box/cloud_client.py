@@ -1,39 +1,26 @@
 """The box's side of the x509 request (DESIGN §3, §4): sign, send, read the answer.
 
-The request is a flattened JWS made with ``josepy``, as an ACME client makes one: ES256, the
-device key as ``jwk`` in the protected header, a fresh ``iat`` and random ``nonce`` inside.
+The request is a flattened JWS (``lanlock.jws``), as an ACME client makes one: ES256, the device
+key as ``jwk`` in the protected header, a fresh ``iat`` and random ``nonce`` inside.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import josepy
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from lanlock import pki
+from lanlock.jws import signed_body
 
 
 def new_nonce() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(18)).decode("ascii").rstrip("=")
-
-
-def signed_body(device_key: ec.EllipticCurvePrivateKey, payload: dict[str, Any]) -> bytes:
-    """``payload`` as a flattened JWS signed with the device key (ES256, jwk protected)."""
-    jws = josepy.JWS.sign(
-        json.dumps(payload, separators=(",", ":")).encode(),
-        key=josepy.JWKEC(key=device_key),
-        alg=josepy.ES256,
-        include_jwk=True,
-        protect=frozenset(["alg", "jwk"]),
-    )
-    return jws.json_dumps().encode()
 
 
 def x509_payload(

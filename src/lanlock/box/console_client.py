@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -9,7 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from lanlock import pki
+from lanlock.jws import signed_body
 from lanlock.links import body_signature
 
 log = logging.getLogger("lanlock.box.console")
@@ -42,13 +46,24 @@ def check_url(url: str, what: str) -> None:
 
 
 def pair(
-    link: str, box_id: str, name: str, address: str, version: str, verify: Any = True
+    link: str,
+    device_key: ec.EllipticCurvePrivateKey,
+    name: str,
+    address: str,
+    version: str,
+    verify: Any = True,
 ) -> Pairing:
     """Redeem a one-time pairing link made by the console."""
     check_url(link, "pairing link")
-    body = {"box_id": box_id, "name": name, "address": address, "version": version}
+    body = _pairing_request(link, device_key, name, address, version)
     try:
-        response = httpx.post(link, json=body, timeout=TIMEOUT, verify=verify)
+        response = httpx.post(
+            link,
+            content=body,
+            headers={"Content-Type": "application/jose+json"},
+            timeout=TIMEOUT,
+            verify=verify,
+        )
     except httpx.HTTPError as exc:
         raise PairingError(f"cannot reach the console: {type(exc).__name__}: {exc}") from None
     answer = _json(response)
@@ -63,6 +78,23 @@ def pair(
         raise PairingError("the console's answer has no valid token")
     check_url(pairing.console_url, "console")
     return pairing
+
+
+def _pairing_request(
+    link: str, device_key: ec.EllipticCurvePrivateKey, name: str, address: str, version: str
+) -> bytes:
+    """Signed by the device key (the console binds the box_id to it) for this one link (a copy
+    captured on its way cannot pair through another); the link's code itself, a secret, is named
+    by its SHA-256 only, as the console keeps it."""
+    code = httpx.URL(link).path.rsplit("/", 1)[-1]
+    payload = {
+        "box_id": pki.box_id_for(device_key.public_key()),
+        "name": name,
+        "address": address,
+        "version": version,
+        "link_code_sha256": hashlib.sha256(code.encode()).hexdigest(),
+    }
+    return signed_body(device_key, payload)
 
 
 def report(

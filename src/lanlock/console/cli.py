@@ -11,6 +11,7 @@ from lanlock.config import default_data_dir, emit, json_flag, option
 from lanlock.console import boxes as box_cards
 from lanlock.console import pairing, record, server
 from lanlock.console.server import DEFAULT_HOST, DEFAULT_PORT, ConsoleSettings, open_console
+from lanlock.passwords import PASSWORD_FILE
 from lanlock.store import Store
 from lanlock.web_common import masked_code
 
@@ -31,10 +32,12 @@ def console_options(command: Any) -> Any:
     )(command)
 
 
-def first_start_note(password: str) -> str:
+def first_start_note(data_dir: Path) -> str:
+    # Never the password itself: what a server prints lands in journals and container logs.
     return (
-        f"First start of this console. Admin password: {password}\n"
-        "(shown once; `lanlock console password` shows it again)"
+        "First start of this console. Its admin password is in "
+        f"{data_dir / PASSWORD_FILE} (readable by this user only); "
+        "`lanlock console password` shows it."
     )
 
 
@@ -44,9 +47,9 @@ def settings_from(data: Path | None, store: str | None, **kw: Any) -> ConsoleSet
 
 def _open(data: Path | None, store: str | None) -> tuple[Store, ConsoleSettings]:
     settings = settings_from(data, store)
-    opened, password = open_console(settings)
-    if password:
-        click.echo(first_start_note(password), err=True)  # stdout stays the command's data
+    opened, made = open_console(settings)
+    if made:
+        click.echo(first_start_note(settings.data_dir), err=True)  # stdout: the command's data
     return opened, settings
 
 
@@ -87,9 +90,9 @@ def serve(data: Path | None, store: str | None, **kw: Any) -> None:
         url = settings.url
     except record.SettingsError as exc:
         raise click.BadParameter(str(exc), param_hint="--public-url") from None
-    opened, password = open_console(settings)
-    if password:
-        click.echo(first_start_note(password))
+    opened, made = open_console(settings)
+    if made:
+        click.echo(first_start_note(settings.data_dir))
     if settings.listens_everywhere and not settings.public_url:
         click.echo(f"warning: give --public-url: boxes cannot reach {url}", err=True)
     click.echo(f"lanlock console on {url}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Integer, String
+from sqlalchemy import BigInteger, Integer, LargeBinary, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from lanlock.store.models import UTCDateTime
@@ -40,11 +40,14 @@ class ConsoleRecord(Base):
 
 
 class PairedBox(Base):
-    """A box paired with this console: its shared token and its last status report."""
+    """A box paired with this console: its device key, its shared token and its last report."""
 
     __tablename__ = "console_boxes"
 
     box_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The public device key (DER) that signed the pairing; None for a box paired before pairing
+    # was signed, until it pairs again.
+    device_key_der: Mapped[bytes | None] = mapped_column(LargeBinary)
     name: Mapped[str] = mapped_column(String(200))
     token: Mapped[str] = mapped_column(String(64))  # hex; the console signs links with it
     address: Mapped[str | None] = mapped_column(String(64))

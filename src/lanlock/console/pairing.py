@@ -4,12 +4,17 @@ A link is ``<console URL>/iot/pair/<code>``, the code 32 random bytes (base64url
 keeps only the code's SHA-256, so that reading the store never yields a usable link. Using a link
 and (re)writing the box's row with a fresh token happen in one transaction, with the link's row
 locked: two boxes racing for one link get one success and one 410.
+
+A link lets a box join, never take another box's place: the request is signed by the box's device
+key (``lanlock.jws``, as the box signs its requests to the cloud) for that one link, its box_id is
+the one the key derives, and the console keeps the key with the box.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -18,12 +23,16 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from lanlock import pki
 from lanlock.console import protocol, record
 from lanlock.console.models import ConsoleRecord, PairedBox, PairingCode
 from lanlock.console.protocol import ApiError, refusal
 from lanlock.console.record import SettingsError
+from lanlock.jws import Unauthorized
 from lanlock.store import Store
 from lanlock.store.models import utcnow
+
+log = logging.getLogger("lanlock.console")
 
 LIFETIME = dt.timedelta(minutes=15)
 PAIR_PATH = "/iot/pair/"
@@ -74,10 +83,16 @@ def console_url(console: ConsoleRecord) -> str:
 
 
 def pair(store: Store, code: str, body: bytes) -> dict[str, Any]:
-    """The box's ``POST /iot/pair/<code>``: the answer of §1, or an :class:`ApiError`."""
-    request = protocol.pair_request(body)
+    """The box's ``POST /iot/pair/<code>``: the answer of §1, or an :class:`ApiError`.
+
+    A body that is not a pairing request, and a console without a subscription code, leave the
+    link unused. A request that does not prove the box it names, or names a box on record with
+    another key, spends it: whoever holds a leaked link gets one try, and the admin makes a new
+    link for the real box.
+    """
     if not _CODE.fullmatch(code):
         raise _unknown_link()
+    request = protocol.pair_request(body)
     now = utcnow()
     with store.transaction() as session:
         link = session.execute(
@@ -92,25 +107,62 @@ def pair(store: Store, code: str, body: bytes) -> dict[str, Any]:
             # Checked before the link is used: it works once the admin has set the code.
             raise refusal(409, NO_SUBSCRIPTION)
         link.used_at, link.used_by = now, request.box_id
-        box = _paired_box(session, request, link.name, now)
-        return {
-            "console_url": console_url(console),
-            "db_uuid": console.db_uuid,
-            "enterprise_code": console.enterprise_code,
-            "name": box.name,
-            "token": box.token,
-            "cloud_url": console.cloud_url,
-        }
+        try:
+            device_key_der = _proven_key(request, link)
+            box = _paired_box(session, request, device_key_der, link.name, now)
+        except ApiError as exc:
+            refused = exc  # raised once the transaction has kept the link spent
+        else:
+            return {
+                "console_url": console_url(console),
+                "db_uuid": console.db_uuid,
+                "enterprise_code": console.enterprise_code,
+                "name": box.name,
+                "token": box.token,
+                "cloud_url": console.cloud_url,
+            }
+    # The admin, whose box will hear "used already", learns why from the log.
+    log.warning("a pairing link was spent by a refused request: %s", refused.body["detail"])
+    raise refused
+
+
+def _proven_key(request: protocol.PairRequest, link: PairingCode) -> bytes:
+    """The device key (DER) that signed ``request`` for this very link; else a 401 refusal."""
+    try:
+        device_key = request.signer()
+    except Unauthorized as exc:
+        raise refusal(401, str(exc)) from None
+    # A request captured on its way to another link must not pair through this one.
+    if not secrets.compare_digest(request.link_code_sha256, link.code_hash):
+        raise refusal(401, "the request was signed for another pairing link than this one")
+    return pki.public_key_der(device_key)
 
 
 def _paired_box(
-    session: Session, request: protocol.PairRequest, given_name: str | None, now: dt.datetime
+    session: Session,
+    request: protocol.PairRequest,
+    device_key_der: bytes,
+    given_name: str | None,
+    now: dt.datetime,
 ) -> PairedBox:
-    """The box's row with a fresh token; a box paired again starts over (docs §1)."""
+    """The box's row with its key and a fresh token; a box paired again starts over (docs §1).
+
+    The box itself may pair again: it holds the key on record. A box_id is derived from its key,
+    so another key on record means a record the console cannot vouch for: only the admin's
+    removal clears it. A box on record without a key was paired before pairing was signed; the
+    key that derives its box_id is its own.
+    """
     box = session.get(PairedBox, request.box_id, with_for_update=True)
     if box is None:
         box = PairedBox(box_id=request.box_id)
         session.add(box)
+    elif box.removed_at is None and box.device_key_der not in (None, device_key_der):
+        raise refusal(
+            409,
+            f"box {request.box_id} is paired with this console under another device key; "
+            "the console's admin must remove it before it can pair again",
+        )
+    box.device_key_der = device_key_der
     box.name = given_name or request.name or f"IoT box {request.box_id[:8]}"
     box.token = secrets.token_hex(32)
     box.address, box.version = request.address, request.version

@@ -1,4 +1,4 @@
-"""The JSON bodies boxes send to the console (docs/console-protocol.md), read strictly.
+"""The bodies boxes send to the console (docs/console-protocol.md), read strictly.
 
 Everything a box sends ends up on the admin's pages, so every field is checked here: strings of
 bounded length without control characters, a ``box_id`` shaped as DESIGN §3 makes it, an HTTPS
@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
+import josepy
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from lanlock import jws
+
 BOX_ID = re.compile(r"[a-z2-7]{26}")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 NAME_CHARS = 200
 SHORT_CHARS = 64
@@ -36,10 +42,21 @@ def refusal(status: int, detail: str) -> ApiError:
 
 @dataclass(frozen=True)
 class PairRequest:
+    """A pairing request as the box sent it; what it proves is :meth:`signer`'s to say."""
+
     box_id: str
     name: str
     address: str | None
     version: str | None
+    # The SHA-256 (hex) of the code of the link it was signed for: it pairs through that one only.
+    link_code_sha256: str
+    envelope: josepy.JWS
+
+    def signer(self) -> ec.EllipticCurvePublicKey:
+        """The device key that signed the request, and whose box_id it names; else Unauthorized."""
+        device_key = jws.signing_key(self.envelope)
+        jws.check_box_id(self.box_id, device_key)
+        return device_key
 
 
 @dataclass(frozen=True)
@@ -56,12 +73,25 @@ class StatusReport:
 
 
 def pair_request(body: bytes) -> PairRequest:
-    fields = _object(body)
+    """The box's signed pairing request, read; its signature is not checked yet (see
+    :meth:`PairRequest.signer`): a body that is not one is refused here, before any link is used."""
+    try:
+        envelope = jws.envelope_of(_object(body))
+        fields = jws.payload_object(envelope.payload)
+    except jws.MalformedRequest as exc:
+        raise refusal(400, str(exc)) from None
+    except RecursionError:  # a payload of arrays nested thousands deep
+        raise refusal(400, "the JWS payload is not JSON") from None
+    link_code_sha256 = fields.get("link_code_sha256")
+    if not isinstance(link_code_sha256, str) or not SHA256_HEX.fullmatch(link_code_sha256):
+        raise refusal(400, "link_code_sha256: the SHA-256 (lower-case hex) of the link's code")
     return PairRequest(
         box_id=_box_id(fields),
         name=_text(fields, "name", NAME_CHARS) or "",
         address=_text(fields, "address", SHORT_CHARS),
         version=_text(fields, "version", SHORT_CHARS),
+        link_code_sha256=link_code_sha256,
+        envelope=envelope,
     )
 
 

@@ -1,10 +1,11 @@
 """The console's record: its database UUID, the admin's settings and the admin password.
 
 Made once, at the console's first start, in one row of the store: whichever process inserts it
-first (two replicas may start at once on PostgreSQL) owns the new password and shows it; the
-others find the row made. The password's scrypt hash lives in the store, so every replica checks
-the same one; the password itself is kept only in ``admin-password`` (mode 0600) in the data
-folder of the process that made it, for ``lanlock console password`` to show again.
+first (two replicas may start at once on PostgreSQL) owns the new password and says where it is
+kept (never the password itself: it would land in logs); the others find the row made. The
+password's scrypt hash lives in the store, so every replica checks the same one; the password
+itself is kept only in ``admin-password`` (mode 0600) in the data folder of the process that
+made it, for ``lanlock console password`` to show.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ class SettingsError(ValueError):
     """A setting the admin gave that cannot be used; the message says what is expected."""
 
 
-def initialise(store: Store, data_dir: Path) -> str | None:
-    """Make the record at the first start; the new admin password, or None if it existed."""
+def initialise(store: Store, data_dir: Path) -> bool:
+    """Make the record at the first start, the admin password in ``data_dir``; False if it
+    existed."""
     if _find(store) is not None:
-        return None
+        return False
     password = new_password()
     record = ConsoleRecord(
         id=THE_CONSOLE,
@@ -52,9 +54,9 @@ def initialise(store: Store, data_dir: Path) -> str | None:
         with store.transaction() as session:
             session.add(record)
     except IntegrityError:
-        return None  # another process made it at the same instant; its password stands
+        return False  # another process made it at the same instant; its password stands
     write_password_file(data_dir, password)
-    return password
+    return True
 
 
 def load(store: Store) -> ConsoleRecord:

@@ -48,8 +48,8 @@ class ConsoleSettings:
             return False
 
 
-def open_console(settings: ConsoleSettings) -> tuple[Store, str | None]:
-    """The migrated store, and the admin password if this very call made the console."""
+def open_console(settings: ConsoleSettings) -> tuple[Store, bool]:
+    """The migrated store, and whether this very call made the console (and its password)."""
     # The folder and a SQLite store hold the boxes' tokens and the subscription code: private
     # from the start (SQLite gives its -wal and -shm files the database file's mode).
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
