@@ -31,7 +31,9 @@ from tests.servers import (
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory) -> Iterator[RunningCloud]:
-    with running_cloud(tmp_path_factory.mktemp("cloud")) as running:
+    # Twenty rotations of one box: far beyond the cloud's default daily limit of new certificates.
+    limits = ("--box-issuance-limit", "100", "--subscription-issuance-factor", "100")
+    with running_cloud(tmp_path_factory.mktemp("cloud"), *limits) as running:
         yield running
 
 
