@@ -68,7 +68,11 @@ class AcmeSettings:
 
 
 class PatientNetwork(client.ClientNetwork):
-    """A ClientNetwork that retries a rejected nonce several times, not once."""
+    """A ClientNetwork that retries a rejected nonce several times, not once.
+
+    Built on the public ``post`` (which itself retries a ``badNonce`` once, with a fresh nonce),
+    so that a change inside the acme library cannot silently skip our retries.
+    """
 
     def __init__(
         self,
@@ -84,13 +88,13 @@ class PatientNetwork(client.ClientNetwork):
     def post(self, *args: Any, **kwargs: Any) -> requests.Response:
         for _ in range(self.bad_nonce_retries):
             try:
-                return self._post_once(*args, **kwargs)
+                return super().post(*args, **kwargs)
             except messages.Error as error:
                 if error.code != "badNonce":
                     raise
-                log.debug("the CA rejected our nonce; retrying with a fresh one")
+                log.debug("the CA rejected our nonces; retrying with fresh ones")
                 self.on_bad_nonce()
-        return self._post_once(*args, **kwargs)
+        return super().post(*args, **kwargs)
 
 
 class AcmeIssuer:
