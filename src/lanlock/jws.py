@@ -63,7 +63,8 @@ def envelope_of(document: Any) -> josepy.JWS:
         jws = josepy.JWS.from_json(document)
     except RecursionError:  # the protected header is JSON too
         raise MalformedRequest("the JWS's protected header is nested too deeply") from None
-    except (josepy.errors.Error, ValueError, TypeError, KeyError) as exc:
+    except (josepy.errors.Error, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # AttributeError: josepy decodes a null where it expects base64 text (a jwk's "x")
         raise MalformedRequest(f"the JWS cannot be decoded: {exc}") from exc
     if jws.signature.header.to_partial_json():
         raise MalformedRequest("the JWS has an unprotected header; put alg and jwk in 'protected'")
