@@ -48,6 +48,7 @@ class DemoSystem:
     console: str
     password: str
     box_url: str
+    box_ip_url: str
     root: Path
     cloud: str
 
@@ -66,6 +67,7 @@ def system(tmp_path_factory) -> Iterator[DemoSystem]:
             console=console.rstrip("/"),
             password=password,
             box_url=re.search(r"box by name\s+(\S+)", output).group(1),
+            box_ip_url=re.search(r"box by IP\s+(\S+)", output).group(1),
             root=Path(re.search(r"demo root CA\s+(\S+)", output).group(1)),
             cloud=re.search(r"cloud\s+(http://\S+)/healthz", output).group(1),
         )
@@ -168,6 +170,34 @@ def test_box_https_url_loads_with_the_demo_root_and_fails_without(system, tmp_pa
         page = browser.new_page()
         with pytest.raises(Exception, match="ERR_CERT_AUTHORITY_INVALID"):
             page.goto(system.box_url)
+
+
+def test_box_settings_are_on_its_https_page_and_work_there(system, tmp_path):
+    """By IP the page checks the HTTPS name (its ping answers under that name) and links there
+    instead of showing forms; under the name, the admin's forms work in a real browser."""
+    box_password = subprocess.run(
+        lanlock_command("box", "password", "--data", str(system.data / "box")),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    with chromium(tmp_path / "home", system.root) as browser:
+        page = browser.new_page()
+        page.goto(system.box_ip_url)
+        page.wait_for_selector("#rebinding-ok", state="visible", timeout=15000)
+        assert page.locator("form").count() == 0
+        assert page.locator(f"#on-https a[href='{system.box_url}']").count() == 1
+
+        page.goto(system.box_url)
+        for level in ("WARNING", "INFO"):
+            page.click("#log-level summary")
+            page.select_option("#level", level)
+            page.fill("#level-password", box_password)
+            with page.expect_navigation():
+                page.click("#log-level button[type=submit]")
+            assert page.url == system.box_url
+            assert f"Now: {level}" in page.text_content("#log-level")
+    assert load_config(system.data / "box").log_level is None
 
 
 def test_console_pairs_a_box_shows_its_card_opens_it_and_downloads_its_logs(system, tmp_path):

@@ -112,11 +112,17 @@ def run_server(
 
 
 class Refused(Exception):
-    """A request refused before anything changed: the page (or JSON) says why."""
+    """A request refused before anything changed: the page (or JSON) says why.
 
-    def __init__(self, status: int, title: str, message: str) -> None:
+    ``headers`` go on the refusal's response (a 429's ``Retry-After``).
+    """
+
+    def __init__(
+        self, status: int, title: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.title, self.message = status, title, message
+        self.headers = headers or {}
 
 
 class BodyTooLarge(Exception):

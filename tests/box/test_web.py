@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import calendar
-import functools
 import hashlib
 import hmac
 import html
@@ -22,6 +21,18 @@ import pytest
 from lanlock import errors
 from lanlock.box.settings import load_config, save_config
 from lanlock.store import Store
+from tests.box.clients import (
+    UNREACHABLE_CONSOLE,
+    admin_client,
+    admin_password,
+    by_ip,
+    by_name,
+    cloud_root,
+    fresh_form,
+    post,
+    start_valid_box,
+    text_of,
+)
 from tests.boxes import Customer
 from tests.servers import (
     RunningBox,
@@ -31,7 +42,6 @@ from tests.servers import (
     start_box,
 )
 
-UNREACHABLE_CONSOLE = "http://127.0.0.1:1"  # a console URL is what makes a box "connected"
 BOX_NAME = "Front desk <1>"
 SAFE_NAME = "Front_desk_1"
 ACTIONS = ("/credentials", "/log-level", "/restart", "/logs/download")
@@ -55,9 +65,7 @@ def store(cloud: RunningCloud) -> Iterator[Store]:
 
 @pytest.fixture(scope="module")
 def root(cloud: RunningCloud) -> Path:
-    path = cloud.data_dir / "web-root.pem"
-    path.write_text(cloud.root_pem())
-    return path
+    return cloud_root(cloud)
 
 
 @pytest.fixture(scope="module")
@@ -65,16 +73,7 @@ def valid_box(
     cloud: RunningCloud, store: Store, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningBox]:
     """A named, connected box with credentials and a console token: valid once started."""
-    data = tmp_path_factory.mktemp("valid-box")
-    customer = Customer.create(store)
-    config = load_config(data)
-    config.name = BOX_NAME
-    config.console_url = UNREACHABLE_CONSOLE
-    config.db_uuid, config.enterprise_code = customer.db_uuid, customer.code
-    config.token = secrets.token_hex(32)
-    save_config(data, config)
-    box = start_box(data, "--cloud", cloud.url)
-    box.wait_for(lambda s: s.get("state") == "valid" and not s.get("code"))
+    box = start_valid_box(tmp_path_factory.mktemp("valid-box"), cloud, store, name=BOX_NAME)
     yield box
     box.stop()
 
@@ -91,52 +90,8 @@ def bare_box(cloud: RunningCloud, tmp_path_factory: pytest.TempPathFactory) -> I
 # --- helpers ---------------------------------------------------------------------------------
 
 
-@functools.cache
-def _password_of(data_dir: Path) -> str:
-    return subprocess.run(
-        lanlock_command("box", "password", "--data", str(data_dir)),
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-
-
-def admin_password(box: RunningBox) -> str:
-    """What `lanlock box password` prints (asked once per box)."""
-    return _password_of(box.data_dir)
-
-
-def client(box: RunningBox) -> httpx.Client:
-    return httpx.Client(base_url=box.http_url, timeout=30)
-
-
-def text_of(page: str) -> str:
-    """What a reader sees: tags dropped, entities decoded, whitespace collapsed."""
-    inline_dropped = re.sub(r"</?(code|a|strong|span)\b[^>]*>", "", page)
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", inline_dropped)).split())
-
-
 def plain(catalogue_text: str) -> str:
     return " ".join(catalogue_text.replace("`", "").split())
-
-
-def form_token(page: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert match, "no form token on the page"
-    return match.group(1)
-
-
-def post(
-    box: RunningBox, path: str, fields: dict[str, str], headers: dict[str, str] | None = None
-) -> httpx.Response:
-    with client(box) as http:
-        return http.post(path, data=fields, headers=headers or {})
-
-
-def fresh_form(box: RunningBox, **fields: str) -> dict[str, str]:
-    with client(box) as http:
-        page = http.get("/").text
-    return {"csrf": form_token(page), "password": admin_password(box)} | fields
 
 
 def config_bytes(box: RunningBox) -> bytes:
@@ -156,7 +111,7 @@ def wait_until(predicate, timeout: float = 15.0, what: str = "condition") -> Non
     raise AssertionError(f"{what} never held")
 
 
-def assert_refused_each_way(box: RunningBox, path: str, good: dict[str, str]) -> None:
+def assert_refused_each_way(box: RunningBox, root: Path, path: str, good: dict[str, str]) -> None:
     """The action is refused (403, nothing changed) without password, with a wrong one, without
     or with a forged form token, with an expired one, and from a foreign origin."""
     secret = load_config(box.data_dir).form_secret
@@ -177,7 +132,7 @@ def assert_refused_each_way(box: RunningBox, path: str, good: dict[str, str]) ->
     ]
     before = config_bytes(box)
     for fields, headers, why in attempts:
-        answer = post(box, path, fields, headers)
+        answer = post(box, root, path, fields, headers)
         assert answer.status_code == 403, (path, fields.keys(), headers, answer.text)
         assert why in text_of(answer.text), (why, text_of(answer.text))
         assert "changed nothing" in text_of(answer.text)
@@ -196,7 +151,7 @@ def signed_link(token_hex: str, path: str, expires: int) -> str:
 
 
 def test_homepage_of_a_box_without_console(bare_box: RunningBox) -> None:
-    with client(bare_box) as http:
+    with by_ip(bare_box) as http:
         answer = http.get("/")
     assert answer.status_code == 200
     seen = text_of(answer.text)
@@ -215,7 +170,7 @@ def test_homepage_of_a_box_without_console(bare_box: RunningBox) -> None:
 
 
 def test_security_headers(bare_box: RunningBox) -> None:
-    with client(bare_box) as http:
+    with by_ip(bare_box) as http:
         answers = [
             http.get("/"),
             http.get("/ping"),
@@ -234,7 +189,7 @@ def test_security_headers(bare_box: RunningBox) -> None:
     page = answers[0].text
     assert "<script>" not in page and "style=" not in page and "<style" not in page
     assert '<script src="/static/box.js"></script>' in page
-    with client(bare_box) as http:
+    with by_ip(bare_box) as http:
         script = http.get("/static/box.js")
         sheet = http.get("/static/box.css")
         assert http.get("/static/nothing.js").status_code == 404
@@ -250,12 +205,12 @@ def test_ping_allows_any_origin(bare_box: RunningBox) -> None:
 
 
 def test_credentials_flow_shows_each_error_then_the_url(
-    bare_box: RunningBox, store: Store, cloud: RunningCloud
+    bare_box: RunningBox, store: Store, cloud: RunningCloud, root: Path
 ) -> None:
     staging = Customer.create(store, kind="staging")
     production = Customer.create(store)
-    good = fresh_form(bare_box, db_uuid=staging.db_uuid, code=staging.code, action="save")
-    assert_refused_each_way(bare_box, "/credentials", good)
+    good = fresh_form(bare_box, root, db_uuid=staging.db_uuid, code=staging.code, action="save")
+    assert_refused_each_way(bare_box, root, "/credentials", good)
     assert load_config(bare_box.data_dir).db_uuid is None
 
     # Connected, no credentials yet: the agent notices the new settings file and checks.
@@ -267,17 +222,17 @@ def test_credentials_flow_shows_each_error_then_the_url(
         capture_output=True,
     )
     bare_box.wait_for(lambda s: s.get("code") == errors.LOAD_NO_CREDENTIAL)
-    with client(bare_box) as http:
+    with by_ip(bare_box) as http:
         seen = text_of(http.get("/").text)
     assert f"Connected to {UNREACHABLE_CONSOLE}" in seen
     assert errors.LOAD_NO_CREDENTIAL in seen
 
     # A non-production database: the cloud refuses, the page says why and what to do.
-    fields = fresh_form(bare_box, db_uuid=staging.db_uuid, code=staging.code, action="save")
-    answer = post(bare_box, "/credentials", fields)
+    fields = fresh_form(bare_box, root, db_uuid=staging.db_uuid, code=staging.code, action="save")
+    answer = post(bare_box, root, "/credentials", fields)
     assert answer.status_code == 303 and answer.headers["location"] == "/"
     assert bare_box.state_file()["reason"] == errors.DATABASE_NOT_PRODUCTION  # checked already
-    with client(bare_box) as http:
+    with by_ip(bare_box) as http:
         page = http.get("/").text
     seen = text_of(page)
     assert errors.LOAD_REQUEST_NO_RESULT in seen
@@ -289,25 +244,29 @@ def test_credentials_flow_shows_each_error_then_the_url(
     assert "Detail:" in seen
     assert staging.code not in page
     assert "••••••" + staging.code[-4:] in seen
-    assert staging.db_uuid in page
+    assert staging.db_uuid not in page  # masked too: the page is public
+    assert "••••••" + staging.db_uuid[-4:] in seen
 
     # Production credentials, sent with a same-origin Origin as a browser would: valid at once.
-    fields = fresh_form(bare_box, db_uuid=production.db_uuid, code=production.code)
-    answer = post(bare_box, "/credentials", fields, {"Origin": bare_box.http_url})
+    fields = fresh_form(bare_box, root, db_uuid=production.db_uuid, code=production.code)
+    answer = post(bare_box, root, "/credentials", fields, {"Origin": bare_box.http_url})
     assert answer.status_code == 303
     state = bare_box.state_file()
     assert state["state"] == "valid" and not state["code"]
-    with client(bare_box) as http:
+    with by_ip(bare_box) as http:
         page = http.get("/").text
     assert f'href="{state["url"]}"' in page
-    assert 'id="error"' not in page  # (the log tail below still tells the story)
+    assert 'id="error"' not in page
     assert production.code not in page
 
-    # Changing only the database keeps the stored code; Clear forgets both.
-    answer = post(bare_box, "/credentials", fresh_form(bare_box, db_uuid=production.db_uuid))
-    assert answer.status_code == 303
+    # Either field left empty keeps its stored value; Clear forgets both.
+    fields = fresh_form(bare_box, root, db_uuid=production.db_uuid)
+    assert post(bare_box, root, "/credentials", fields).status_code == 303
     assert load_config(bare_box.data_dir).enterprise_code == production.code
-    answer = post(bare_box, "/credentials", fresh_form(bare_box, action="clear"))
+    fields = fresh_form(bare_box, root, code=production.code)
+    assert post(bare_box, root, "/credentials", fields).status_code == 303
+    assert load_config(bare_box.data_dir).db_uuid == production.db_uuid
+    answer = post(bare_box, root, "/credentials", fresh_form(bare_box, root, action="clear"))
     assert answer.status_code == 303
     config = load_config(bare_box.data_dir)
     assert config.db_uuid is None and config.enterprise_code is None
@@ -316,9 +275,9 @@ def test_credentials_flow_shows_each_error_then_the_url(
     assert staging.code not in log_text(bare_box)
 
 
-def test_homepage_of_a_valid_box(valid_box: RunningBox, cloud: RunningCloud) -> None:
+def test_homepage_of_a_valid_box(valid_box: RunningBox, cloud: RunningCloud, root: Path) -> None:
     state = valid_box.state_file()
-    with client(valid_box) as http:
+    with by_ip(valid_box) as http:
         answer = http.get("/")
     page, seen = answer.text, text_of(answer.text)
     assert BOX_NAME in seen and "Front desk &lt;1&gt;" in page and BOX_NAME not in page
@@ -332,16 +291,21 @@ def test_homepage_of_a_valid_box(valid_box: RunningBox, cloud: RunningCloud) -> 
     assert state["issuer"] in html.unescape(page)
     assert "ERR_IOT" not in page
     config = load_config(valid_box.data_dir)
-    assert config.enterprise_code not in page
-    assert config.token not in page
-    assert "••••••" + config.enterprise_code[-4:] in seen
+    with by_name(valid_box, root) as https:
+        admin_page = https.get("/").text
+    for shown in (page, admin_page):
+        assert config.enterprise_code not in shown
+        assert config.token not in shown
+        assert config.db_uuid not in shown
+    assert "••••••" + config.enterprise_code[-4:] in text_of(admin_page)
+    assert "••••••" + config.db_uuid[-4:] in text_of(admin_page)
 
 
 def test_opened_by_ip_checks_that_the_name_resolves(valid_box: RunningBox, root: Path) -> None:
     url = valid_box.state_file()["url"]
     zone = load_config(valid_box.data_dir).zone
     for host in (None, f"127.0.0.1:{valid_box.http_port}", "10.0.0.7", "[::1]:8900"):
-        with client(valid_box) as http:
+        with by_ip(valid_box) as http:
             answer = http.get("/", headers={"Host": host} if host else {})
         page, seen = answer.text, text_of(answer.text)
         assert f'data-ping-url="{url}ping"' in page, host
@@ -368,7 +332,7 @@ def test_opened_by_ip_checks_that_the_name_resolves(valid_box: RunningBox, root:
 
 def test_opened_by_name_does_not_check(valid_box: RunningBox) -> None:
     url = valid_box.state_file()["url"]
-    with client(valid_box) as http:
+    with by_ip(valid_box) as http:
         answer = http.get("/", headers={"Host": urlsplit(url).netloc})
     assert answer.status_code == 200
     assert "data-ping-url" not in answer.text
@@ -383,7 +347,7 @@ def test_opened_by_name_does_not_check(valid_box: RunningBox) -> None:
 def test_signed_link_downloads_the_log(valid_box: RunningBox) -> None:
     token = load_config(valid_box.data_dir).token
     expires = int(time.time()) + 300
-    with client(valid_box) as http:
+    with by_ip(valid_box) as http:
         answer = http.get(signed_link(token, "/logs/download", expires))
     assert answer.status_code == 200
     disposition = answer.headers["content-disposition"]
@@ -412,7 +376,7 @@ def test_bad_links_are_refused(valid_box: RunningBox, bare_box: RunningBox) -> N
         "no signature": f"/logs/download?expires={now + 300}",
         "nothing": "/logs/download",
     }
-    with client(valid_box) as http:
+    with by_ip(valid_box) as http:
         for why, link in cases.items():
             answer = http.get(link)
             assert answer.status_code == 403, why
@@ -421,15 +385,15 @@ def test_bad_links_are_refused(valid_box: RunningBox, bare_box: RunningBox) -> N
         assert "expired" in text_of(http.get(cases["expired"]).text)
         assert "altered" in text_of(http.get(cases["altered signature"]).text)
     # A box without a console token accepts no link at all, whatever it is signed with.
-    with client(bare_box) as http:
+    with by_ip(bare_box) as http:
         answer = http.get(signed_link(token, "/logs/download", now + 300))
     assert answer.status_code == 403
     assert "not paired with a console" in text_of(answer.text)
 
 
-def test_admin_downloads_the_log_with_the_password(valid_box: RunningBox) -> None:
-    assert_refused_each_way(valid_box, "/logs/download", fresh_form(valid_box))
-    answer = post(valid_box, "/logs/download", fresh_form(valid_box))
+def test_admin_downloads_the_log_with_the_password(valid_box: RunningBox, root: Path) -> None:
+    assert_refused_each_way(valid_box, root, "/logs/download", fresh_form(valid_box, root))
+    answer = post(valid_box, root, "/logs/download", fresh_form(valid_box, root))
     assert answer.status_code == 200
     assert f'filename="lanlock-{SAFE_NAME}-' in answer.headers["content-disposition"]
     assert b"log file downloaded by the admin" in answer.content
@@ -438,33 +402,33 @@ def test_admin_downloads_the_log_with_the_password(valid_box: RunningBox) -> Non
     assert admin_password(valid_box).encode() not in answer.content
 
 
-def test_log_tail_on_the_homepage_is_escaped(valid_box: RunningBox) -> None:
-    with client(valid_box) as http:
-        page = http.get("/").text
-    assert 'id="log-tail"' in page
-    assert "certificate check: valid" in page
-    assert "<script>alert" not in page
+def test_the_log_is_not_on_the_homepage(valid_box: RunningBox, root: Path) -> None:
+    """The log is the admin's (with the password) and the console's (a signed link)."""
+    with by_ip(valid_box) as http, by_name(valid_box, root) as https:
+        pages = [http.get("/").text, https.get("/").text]
+    assert "certificate check: valid" in log_text(valid_box)
+    for page in pages:
+        assert "certificate check" not in page
+        assert " INFO lanlock." not in page
 
 
 # --- log level -------------------------------------------------------------------------------
 
 
-def test_log_level_is_raised_then_falls_back(valid_box: RunningBox) -> None:
-    assert_refused_each_way(valid_box, "/log-level", fresh_form(valid_box, level="DEBUG"))
+def test_log_level_is_raised_then_falls_back(valid_box: RunningBox, root: Path) -> None:
+    debug = fresh_form(valid_box, root, level="DEBUG")
+    assert_refused_each_way(valid_box, root, "/log-level", debug)
     assert load_config(valid_box.data_dir).log_level is None
 
     # Origin: null is what browsers send for a form posted from a no-referrer page: accepted.
-    answer = post(valid_box, "/log-level", fresh_form(valid_box, level="DEBUG"), {"Origin": "null"})
+    answer = post(valid_box, root, "/log-level", debug, {"Origin": "null"})
     assert answer.status_code == 303
     config = load_config(valid_box.data_dir)
     assert config.log_level == "DEBUG"
     assert abs(config.log_level_until - (time.time() + 24 * 3600)) < 60
-    with client(valid_box) as http:
-        http.get("/", headers={"Host": "<script>alert(1)</script>"})
+    with admin_client(valid_box, root) as http:
         page = http.get("/").text
     assert "DEBUG lanlock.box.web: homepage opened" in log_text(valid_box)
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # the logged Host, escaped
-    assert "<script>alert" not in page
     assert "Now: DEBUG" in text_of(page)
 
     # Its time is up (as if 24 hours had passed): the agent puts the default back.
@@ -476,24 +440,24 @@ def test_log_level_is_raised_then_falls_back(valid_box: RunningBox) -> None:
     config = load_config(valid_box.data_dir)
     assert config.log_level is None and config.log_level_until is None
     size = len(log_text(valid_box))
-    with client(valid_box) as http:
+    with admin_client(valid_box, root) as http:
         assert "Now: INFO" in text_of(http.get("/").text)
     assert " DEBUG " not in log_text(valid_box)[size:]
 
     # Choosing the default level clears the setting at once.
-    post(valid_box, "/log-level", fresh_form(valid_box, level="WARNING"))
+    post(valid_box, root, "/log-level", fresh_form(valid_box, root, level="WARNING"))
     assert load_config(valid_box.data_dir).log_level == "WARNING"
-    post(valid_box, "/log-level", fresh_form(valid_box, level="INFO"))
+    post(valid_box, root, "/log-level", fresh_form(valid_box, root, level="INFO"))
     config = load_config(valid_box.data_dir)
     assert config.log_level is None and config.log_level_until is None
-    answer = post(valid_box, "/log-level", fresh_form(valid_box, level="TRACE"))
+    answer = post(valid_box, root, "/log-level", fresh_form(valid_box, root, level="TRACE"))
     assert answer.status_code == 400
 
 
-def test_forms_are_refused_unless_they_are_forms(valid_box: RunningBox) -> None:
+def test_forms_are_refused_unless_they_are_forms(valid_box: RunningBox, root: Path) -> None:
     before = config_bytes(valid_box)
-    fields = fresh_form(valid_box, level="DEBUG")
-    with client(valid_box) as http:
+    fields = fresh_form(valid_box, root, level="DEBUG")
+    with admin_client(valid_box, root) as http:
         as_json = http.post("/log-level", json=fields)
         huge = http.post("/log-level", data=fields | {"pad": "x" * 20000})
     assert as_json.status_code == 415
@@ -501,34 +465,35 @@ def test_forms_are_refused_unless_they_are_forms(valid_box: RunningBox) -> None:
     assert config_bytes(valid_box) == before
 
 
-def test_secrets_are_never_shown(valid_box: RunningBox) -> None:
+def test_secrets_are_never_shown(valid_box: RunningBox, root: Path) -> None:
     config = load_config(valid_box.data_dir)
     password = admin_password(valid_box)
     url = valid_box.state_file()["url"]
-    with client(valid_box) as http:
+    with by_ip(valid_box) as http, by_name(valid_box, root) as https:
         shown = [
             http.get("/"),
             http.get("/", headers={"Host": urlsplit(url).netloc}),
             http.get("/status.json"),
             http.get("/logs/download"),
-            http.post("/credentials", data=fresh_form(valid_box) | {"password": "nope"}),
-            http.post("/logs/download", data=fresh_form(valid_box)),  # the log itself
+            https.get("/"),
+            https.post("/credentials", data=fresh_form(valid_box, root) | {"password": "nope"}),
+            https.post("/logs/download", data=fresh_form(valid_box, root)),  # the log itself
         ]
     assert shown[-1].status_code == 200
     for answer in shown:
         for secret in (config.enterprise_code, config.token, password):
             assert secret not in answer.text, answer.request.url
-    assert config.enterprise_code[-4:] in shown[0].text  # masked, not missing
+    assert "••••••" + config.enterprise_code[-4:] in text_of(shown[4].text)  # masked, not missing
 
 
 # --- restart (last: the box comes back, but its listeners go away for a moment) ---------------
 
 
 def test_restart_keeps_the_process_and_comes_back(valid_box: RunningBox, root: Path) -> None:
-    assert_refused_each_way(valid_box, "/restart", fresh_form(valid_box))
+    assert_refused_each_way(valid_box, root, "/restart", fresh_form(valid_box, root))
     assert "restarting the agent" not in log_text(valid_box)
 
-    answer = post(valid_box, "/restart", fresh_form(valid_box))
+    answer = post(valid_box, root, "/restart", fresh_form(valid_box, root))
     assert answer.status_code == 200
     assert "Restarting" in answer.text
     assert '<meta http-equiv="refresh" content="5;url=/">' in answer.text

@@ -87,6 +87,7 @@ class Agent:
         self._config_lock = threading.RLock()
         self._ensure_secrets()
         logs.apply_level(self.config)
+        self._remember_secrets()
         self.address = settings.address or detect_lan_address()
         self.tls = TLSStore(self.data_dir / "tls")
         self.switch = CertificateSwitch(self._startup_pair())
@@ -122,6 +123,7 @@ class Agent:
     def read_config(self) -> BoxConfig:
         with self._config_lock:
             self.config = load_config(self.data_dir)
+            self._remember_secrets()
             return self.config
 
     def update_config(self, change: Callable[[BoxConfig], None]) -> BoxConfig:
@@ -133,7 +135,12 @@ class Agent:
             save_config(self.data_dir, config)
             self.config = config
             self._config_mtime = self._settings_mtime()
+            self._remember_secrets()
             return config
+
+    def _remember_secrets(self) -> None:
+        """The log masks these wherever they would appear (:mod:`lanlock.box.logs`)."""
+        logs.remember_secrets(self.config, passwords.read_password_file(self.data_dir))
 
     def _settings_mtime(self) -> float:
         try:

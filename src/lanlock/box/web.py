@@ -1,20 +1,39 @@
 """The box's homepage and its actions (one app, served on HTTP and HTTPS).
 
+Every request, to any route of either listener, must name the box itself in its ``Host``: one
+of its own IP addresses (v4 or v6, with or without port: the box's LAN address, the address the
+request came in on, and loopback when it came in on loopback), ``localhost`` when it came in on
+loopback, or a name under the box's own ``<scope>.<zone>`` once the cloud's first certificate
+answer has told it those. Anything else gets a short 421 and nothing of the box: a page of
+``attacker.example`` whose name is made to resolve to the box (DNS rebinding) reads nothing and
+posts nothing.
+
 The homepage is readable by anyone on the LAN (DESIGN §3): the box's name, address and
 ``box_id``, its console, its HTTPS URL, the certificate, the error code with its catalogue entry
-(:func:`lanlock.errors.describe`, the same text the CLI and the console show), and the tail of
-the log. Opening it runs ``check_if_stale()`` (at most once per 10 s), so a refresh retries.
+(:func:`lanlock.errors.describe`, the same text the CLI and the console show). Opening it runs
+``check_if_stale()`` (at most once per 10 s), so a refresh retries. The log is not on it (it is
+the admin's, downloaded with the password, or the console's, through a signed link), and the
+database UUID and the subscription code appear masked (``••••••1234``).
 
-Every action that changes something (credentials, log level, restart) and the admin's log
-download is a POST that must carry three things, checked in this order, and refused with a 403
-page that changes nothing:
+Once the box serves a valid certificate for its name, the admin's forms are served and accepted
+only over HTTPS under that name, where the certificate proves the page is this box's and the
+password travels encrypted: the homepage served any other way links there instead, and an
+action posted any other way is refused, pointing there, before anything else is checked. Until
+then there is no HTTPS name, and the forms work over HTTP. While the first check since the box
+started runs, which of the two holds is not known yet: actions then get a 503 that changes
+nothing.
+
+Every action that changes something (credentials, log level, restart, connect, disconnect) and
+the admin's log download is a POST that must carry three things, checked in this order, and
+refused with a 403 page that changes nothing:
 
 * an ``Origin`` (or ``Referer``) naming this very page's scheme, host and port, when the browser
   sends one — ``Origin: null`` counts as absent: browsers send exactly that on every form POST
   from a page served with ``Referrer-Policy: no-referrer``, which this page is;
 * a form token: ``<issued>.<HMAC-SHA256(form_secret, "form\\n<issued>")>``, valid for 2 hours;
 * the box's admin password (``lanlock box password``), compared against its scrypt hash in
-  constant time.
+  constant time, within the limits of :mod:`lanlock.guard` (a source that keeps failing gets a
+  429 with ``Retry-After``, and at most two comparisons run at once).
 
 The console's "Download logs" links (``GET /logs/download?expires=…&signature=…``, HMAC-SHA256
 with the per-box token over path and expiry) need no password: the link is the proof.
@@ -22,7 +41,7 @@ with the per-box token over path and expiry) need no password: the link is the p
 No inline script or style: the page's one small script and its stylesheet are served by the app
 (they live next to the templates, so that the package data that ships ``templates/*`` ships them
 too), and the Content-Security-Policy allows only those. The subscription code, the token and
-the password are never logged nor shown; the code appears masked (``••••••1234``).
+the password are never shown, and the log masks them (:mod:`lanlock.box.logs`).
 """
 
 from __future__ import annotations
@@ -38,14 +57,23 @@ from urllib.parse import urlsplit
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lanlock import errors
 from lanlock.box import logs
 from lanlock.box.console_client import PairingError
+from lanlock.guard import PasswordGuard
 from lanlock.links import MAX_LINK_SECONDS, link_is_valid
 from lanlock.passwords import password_matches
 from lanlock.web_common import (
@@ -74,28 +102,60 @@ STATIC = {"box.js": "text/javascript; charset=utf-8", "box.css": "text/css; char
 MAX_FIELD_CHARS = 200
 LOG_DOWNLOAD_PATH = "/logs/download"
 
+MISDIRECTED = (
+    "421 Misdirected Request: this box answers only to its own addresses and names, and the "
+    "Host of this request is neither.\n"
+)
+
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HOST = re.compile(r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::\d{1,5})?")
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 # --- helpers that need no agent --------------------------------------------------------------
 
 
+def host_name(host: str | None) -> str | None:
+    """A Host header's name or address: lower case, without port, brackets nor final dot.
+
+    None for anything that is not a plain ``name[:port]``, ``address[:port]`` or
+    ``[v6 address][:port]``.
+    """
+    found = _HOST.fullmatch(host or "")
+    if not found:
+        return None
+    return (found["ipv6"] or found["name"]).lower().removesuffix(".") or None
+
+
+def ip_address(text: str | None) -> Address | None:
+    """The address ``text`` spells (an IPv4-mapped IPv6 one as IPv4), or None."""
+    try:
+        address = ipaddress.ip_address(text or "")
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
 def host_is_ip(host: str | None) -> bool:
     """Whether a Host header names an IP literal (``10.0.0.7``, ``10.0.0.7:8900``, ``[::1]:80``)."""
-    if not host:
+    return ip_address(host_name(host)) is not None
+
+
+def under_scope(name: str, config: BoxConfig) -> bool:
+    """``name`` is the box's ``<scope>.<zone>`` or a name under it (False before it has them)."""
+    if not (config.scope and config.zone):
         return False
-    try:
-        name = urlsplit("//" + host).hostname
-    except ValueError:
-        return False
-    if not name:
-        return False
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
+    own = f"{config.scope}.{config.zone}".lower()
+    return name == own or name.endswith("." + own)
+
+
+def valid_url(state: BoxState) -> str | None:
+    """The box's HTTPS URL while it serves a valid certificate for its name, else None."""
+    return state.url if state.state == "valid" and state.url else None
 
 
 def download_filename(name: str, now: float | None = None) -> str:
@@ -109,6 +169,33 @@ def _origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+class OwnHostsOnly:
+    """ASGI middleware: a 421 for every request whose Host is not the box's own (see above)."""
+
+    def __init__(self, app: ASGIApp, agent: Agent) -> None:
+        self.app = app
+        self.agent = agent
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._own_host(scope):
+            log.debug("request refused for another host: %r", Headers(scope=scope).get("host"))
+            await PlainTextResponse(MISDIRECTED, status_code=421)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _own_host(self, scope: Scope) -> bool:
+        name = host_name(Headers(scope=scope).get("host"))
+        if name is None:
+            return False
+        arrived_on = ip_address(scope["server"][0]) if scope.get("server") else None
+        local = arrived_on is not None and arrived_on.is_loopback
+        address = ip_address(name)
+        if address is None:
+            return (local and name == "localhost") or under_scope(name, self.agent.config)
+        own = {arrived_on, ip_address(self.agent.address)}
+        return address in own or (local and address.is_loopback)
+
+
 # --- the app ---------------------------------------------------------------------------------
 
 
@@ -116,6 +203,7 @@ class _Pages:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.env = templates(TEMPLATES)
+        self.guard = PasswordGuard()
 
     # --- rendering -------------------------------------------------------------------------
 
@@ -127,13 +215,23 @@ class _Pages:
         return HTMLResponse(body, status_code=status, headers=headers)
 
     def refused(self, refusal: Refused) -> Response:
-        return self.render(
+        response = self.render(
             "message.html",
             status=refusal.status,
             title=refusal.title,
             message=refusal.message,
             refresh=False,
         )
+        response.headers.update(refusal.headers)
+        return response
+
+    def forms_here(self, request: Request, https_url: str | None) -> bool:
+        """Whether the admin's forms are served and accepted for this request (see above)."""
+        if https_url is None:
+            return True
+        name = host_name(request.headers.get("host"))
+        by_name = name is not None and under_scope(name, self.agent.config)
+        return request.url.scheme == "https" and by_name
 
     def box_name(self, config: BoxConfig) -> str:
         return config.name or self.agent.box_id
@@ -146,12 +244,12 @@ class _Pages:
         config = agent.config
         host = request.headers.get("host", "")
         log.debug("homepage opened as %r over %s", host, request.url.scheme)
-        cert_valid = state.state == "valid" and bool(state.url)
-        rebinding = cert_valid and host_is_ip(host)
+        https_url = valid_url(state)
+        forms = self.forms_here(request, https_url)
+        rebinding = https_url is not None and host_is_ip(host)
         csp = None
         if rebinding:
             csp = CSP.format(connect=_origin_of(state.url or ""))
-        tail = await run_in_threadpool(logs.tail, agent.log_file)
         return self.render(
             "home.html",
             csp=csp,
@@ -161,12 +259,14 @@ class _Pages:
             address=agent.address,
             https_port=agent.settings.https_port,
             console_url=config.console_url,
-            db_uuid=config.db_uuid or "",
+            db_uuid_masked=masked_code(config.db_uuid),
+            has_db_uuid=bool(config.db_uuid),
             code_masked=masked_code(config.enterprise_code),
             has_code=bool(config.enterprise_code),
             has_token=bool(config.token),
             state=state,
-            cert_valid=cert_valid,
+            cert_valid=https_url is not None,
+            forms=forms,
             help=errors.describe(state.code, state.reason) if state.code else None,
             rebinding=rebinding,
             https_name=urlsplit(state.url).hostname if state.url else "",
@@ -177,8 +277,7 @@ class _Pages:
             level_until=config.log_level_until if config.log_level else None,
             default_level=logs.DEFAULT_LEVEL,
             raised_hours=logs.RAISED_LEVEL_SECONDS // 3600,
-            csrf=form_token(config.form_secret),
-            log_tail="\n".join(tail),
+            csrf=form_token(config.form_secret) if forms else "",
         )
 
     async def status(self, _: Request) -> Response:
@@ -216,7 +315,10 @@ class _Pages:
                 "the box refused it and changed nothing. Reload the homepage and try again.",
             )
         password = form.get("password", "")
-        if not await run_in_threadpool(password_matches, password, config.password_hash):
+        right = await self.guard.check(
+            client, lambda: password_matches(password, config.password_hash)
+        )  # or Throttled (a 429 refusal) for a source that keeps failing
+        if not right:
             log.warning("%s refused: wrong admin password (client %s)", action, client)
             raise Refused(
                 403,
@@ -245,10 +347,39 @@ class _Pages:
             "/disconnect": self._disconnect,
             LOG_DOWNLOAD_PATH: self._download_admin,
         }[request.url.path]
+        state = self.agent.manager.state
+        https_url = valid_url(state)
         try:
+            if state.state == "checking":
+                raise Refused(
+                    503,
+                    "The box is starting",
+                    "The box is still checking its certificate, so it cannot tell yet whether "
+                    "its forms belong on its HTTPS page; nothing was changed. Try again in a few "
+                    "seconds.",
+                    headers={"Retry-After": "5"},
+                )
+            if https_url and not self.forms_here(request, https_url):
+                return self._use_https(request, https_url)
             return await handler(request)
         except Refused as refusal:
             return self.refused(refusal)
+
+    def _use_https(self, request: Request, https_url: str) -> Response:
+        client = request.client.host if request.client else "?"
+        log.warning(
+            "%s refused: not sent to the box's HTTPS page (client %s)", request.url.path, client
+        )
+        return self.render(
+            "message.html",
+            status=403,
+            title="Refused: use the box's HTTPS page",
+            message="This box has a certificate for its name, so its settings are changed only "
+            "on its HTTPS page, where the admin password travels encrypted to this very box. "
+            f"The box changed nothing. Open `{https_url}` and use its forms.",
+            refresh=False,
+            home=https_url,
+        )
 
     async def _credentials(self, request: Request) -> Response:
         form, config = await self._authorized(request, "credential change")
@@ -256,8 +387,9 @@ class _Pages:
             config.db_uuid = config.enterprise_code = None
             log.warning("credentials cleared from the homepage")
         else:
-            db_uuid = _field(form, "db_uuid", "database UUID")
-            code = _field(form, "code", "subscription code")
+            # Either field left empty keeps the current value (the page shows both masked).
+            db_uuid = _field(form, "db_uuid", "database UUID") or config.db_uuid
+            code = _field(form, "code", "subscription code") or config.enterprise_code
             if not db_uuid:
                 raise Refused(
                     400,
@@ -265,15 +397,13 @@ class _Pages:
                     "Enter the database UUID (or use Clear to forget the credentials); nothing "
                     "was changed.",
                 )
-            if not code and not config.enterprise_code:
+            if not code:
                 raise Refused(
                     400,
                     "Subscription code missing",
                     "Enter the subscription code; nothing was changed.",
                 )
-            config.db_uuid = db_uuid
-            if code:
-                config.enterprise_code = code
+            config.db_uuid, config.enterprise_code = db_uuid, code
             log.warning("credentials changed from the homepage (database %s)", db_uuid)
         await self._save(config, "db_uuid", "enterprise_code")
         await run_in_threadpool(self.agent.check)  # DESIGN §5: check after new credentials
@@ -422,5 +552,6 @@ def create_app(agent: Agent) -> Starlette:
             Route("/connect", pages.action, methods=["POST"]),
             Route("/disconnect", pages.action, methods=["POST"]),
         ],
-        middleware=[Middleware(SecurityHeaders)],
+        # The security headers go on the 421s too: the host check runs inside them.
+        middleware=[Middleware(SecurityHeaders), Middleware(OwnHostsOnly, agent=agent)],
     )

@@ -4,8 +4,9 @@ Pages are server-rendered and readable on a phone; every one but the login page 
 session (a visitor without one is sent to the login page), and every form is a POST checked, in
 this order, before anything changes: the session, the ``Origin``/``Referer`` (when the browser
 sends one), and a form token bound to the session (to the login page for the login form). A
-refused form gets a 403 page and changes nothing. No inline script or style; the
-Content-Security-Policy allows only the app's own two files.
+refused form gets a 403 page and changes nothing. Password guessing at the login is limited
+(:mod:`lanlock.guard`): a source that keeps failing gets a 429 with ``Retry-After``. No inline
+script or style; the Content-Security-Policy allows only the app's own two files.
 
 The boxes' API (docs/console-protocol.md) is JSON in and out: ``POST /iot/pair/<code>`` and
 ``POST /iot/status``, bodies up to 64 KiB, errors as ``{"detail": …}``, never a traceback.
@@ -35,6 +36,7 @@ from starlette.routing import Route
 from lanlock.console import boxes, pairing, record, sessions
 from lanlock.console.protocol import BOX_ID, ApiError
 from lanlock.console.record import SettingsError
+from lanlock.guard import PasswordGuard
 from lanlock.store import Store
 from lanlock.store.models import utcnow
 from lanlock.web_common import (
@@ -100,6 +102,7 @@ class Console:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.form_secret = record.load(store).form_secret
+        self.guard = PasswordGuard()
         self.env = templates(TEMPLATES)
         self.env.filters["ago"] = ago
 
@@ -182,10 +185,15 @@ class Console:
     async def login(self, request: Request) -> Response:
         try:
             form = await self.checked_form(request, LOGIN_BINDING)
-        except Refused as refusal:
-            return self.refused(refusal)
-        password = form.get("password", "")
-        if not await run_in_threadpool(record.admin_password_matches, self.store, password):
+            password = form.get("password", "")
+            right = await self.guard.check(
+                _client(request), lambda: record.admin_password_matches(self.store, password)
+            )
+        except Refused as refusal:  # Throttled too: a 429 with its Retry-After
+            response = self.refused(refusal)
+            response.headers.update(refusal.headers)
+            return response
+        if not right:
             log.warning("login refused: wrong admin password (client %s)", _client(request))
             return self._login_form(
                 form.get("next"),

@@ -1,12 +1,8 @@
-// The box homepage's one script: scroll the log to its end, and, when the page was opened by
-// IP address, check from this browser whether the box's HTTPS name resolves and connects
-// (DNS rebinding protection in the network's resolver is the usual reason it does not).
+// The box homepage's one script: when the page was opened by IP address, check from this
+// browser whether the box's HTTPS name resolves and connects (DNS rebinding protection in the
+// network's resolver is the usual reason it does not).
 (function () {
   "use strict";
-  var tail = document.getElementById("log-tail");
-  if (tail) {
-    tail.scrollTop = tail.scrollHeight;
-  }
   var box = document.getElementById("rebinding");
   if (!box || !window.fetch) {
     return;
