@@ -70,17 +70,53 @@ def load_file(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     return data
 
 
-def default_map(command: click.Command, file_data: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Click's ``default_map`` giving every command under a role the keys of the role's table."""
-    result: dict[str, Any] = {}
-    if not isinstance(command, click.Group):
-        return result
-    for name, sub in command.commands.items():
-        if name in file_data:
-            result[name] = _spread(
-                sub, {k.replace("-", "_"): v for k, v in file_data[name].items()}
-            )
-    return result
+class RoleDefaults(dict[str, Any]):
+    """Click's ``default_map`` for the top group: the table of the role that runs, given to
+    every command under it. Computed when click asks for that role only, so that reading the
+    file never imports the other roles."""
+
+    def __init__(
+        self, group: click.Group, ctx: click.Context, file_data: dict[str, dict[str, Any]]
+    ) -> None:
+        super().__init__()
+        self._group, self._ctx, self._file_data = group, ctx, file_data
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        table = self._file_data.get(name)
+        command = self._group.get_command(self._ctx, name) if table is not None else None
+        if command is None:
+            return default
+        return _spread(command, {k.replace("-", "_"): v for k, v in table.items()})
+
+
+class RoleGroup(click.Group):
+    """A role's command group: the errors an operator can fix become one line and exit status 1,
+    never a traceback. Each role names its own (``operator_errors``); ``store_errors`` are a
+    store that cannot be reached, told with what to check."""
+
+    def __init__(
+        self,
+        *args: Any,
+        operator_errors: tuple[type[Exception], ...] = (),
+        store_errors: tuple[type[Exception], ...] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.operator_errors = operator_errors
+        self.store_errors = store_errors
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except self.operator_errors as exc:
+            raise click.ClickException(str(exc)) from None
+        except self.store_errors as exc:
+            text = str(exc).strip()
+            first_line = text.splitlines()[0] if text else type(exc).__name__
+            raise click.ClickException(
+                f"the store cannot be used: {first_line}. Check --store (or LANLOCK_STORE) "
+                "and that the database server is running."
+            ) from None
 
 
 def _spread(command: click.Command, values: dict[str, Any]) -> dict[str, Any]:

@@ -234,17 +234,6 @@ def same_origin(request: Request) -> bool:
 _CODE_SPAN = re.compile(r"`([^`]*)`")
 
 
-def masked_code(code: str | None, hidden: str = "•" * 6) -> str:
-    """``••••••1234``: enough to recognise a code, never enough to use it.
-
-    ``hidden`` stands for the hidden part (the cloud's listings use ``…``); a code of 8
-    characters or fewer shows nothing but that, and no code shows nothing at all.
-    """
-    if not code:
-        return ""
-    return hidden + code[-4:] if len(code) > 8 else hidden
-
-
 def codify(text: str | None) -> Markup:
     """Escape a catalogue text and show its `backticked` commands and files as code."""
     escaped = str(escape(text or ""))

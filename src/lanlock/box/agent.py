@@ -33,14 +33,13 @@ from lanlock.box.lifecycle import (
     CertificateManager,
     Environment,
 )
-from lanlock.box.settings import BoxConfig, load_config, save_config
+from lanlock.box.settings import STATE_FILE, BoxConfig, load_config, save_config
 from lanlock.box.tls_server import CertificateSwitch
 from lanlock.box.tls_store import CertificateUnreadable, Pair, PairDamaged, TLSStore
 from lanlock.fileio import write_atomic
 
 log = logging.getLogger("lanlock.box.agent")
 
-STATE_FILE = "state.json"
 REPORT_INTERVAL = 60.0  # seconds between status reports to the console when nothing changes
 DEFAULT_CLOUD = "http://127.0.0.1:8700"
 MAINTENANCE_TICK = 0.5

@@ -12,10 +12,10 @@ import httpx
 
 from lanlock import errors, names, passwords, pki
 from lanlock.box.cloud_client import post_x509, x509_payload
-from lanlock.box.identity import load_or_create_device_key
-from lanlock.box.settings import load_config, save_config
-from lanlock.config import default_data_dir, json_flag, option
-from lanlock.web_common import masked_code
+from lanlock.box.identity import IdentityError, load_or_create_device_key
+from lanlock.box.settings import STATE_FILE, BoxConfigError, load_config, save_config
+from lanlock.config import RoleGroup, default_data_dir, json_flag, option
+from lanlock.masking import masked_code
 
 DATA_OPTION = option(
     "--data",
@@ -29,7 +29,7 @@ def data_dir(data: Path | None) -> Path:
     return data or default_data_dir("box")
 
 
-@click.group()
+@click.group(cls=RoleGroup, operator_errors=(IdentityError, BoxConfigError))
 def box() -> None:
     """The IoT box: its identity and certificates."""
 
@@ -193,7 +193,6 @@ def run(data: Path | None, cloud_url: str | None, address: str | None, **kw: obj
 @json_flag
 def status(data: Path | None, as_json: bool) -> None:
     """The certificate state: URL and validity, or the error code and what to do."""
-    from lanlock.box.agent import STATE_FILE
 
     path = data_dir(data) / STATE_FILE
     try:
@@ -284,7 +283,7 @@ def connect(link: str, data: Path | None, address: str | None) -> None:
     """Pair the box with a console, using the one-time link the console made."""
     from lanlock import __version__
     from lanlock.box import console_client
-    from lanlock.box.agent import STATE_FILE, detect_lan_address
+    from lanlock.box.agent import detect_lan_address
 
     folder = data_dir(data)
     device_key = load_or_create_device_key(folder)

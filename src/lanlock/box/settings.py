@@ -19,6 +19,7 @@ import tomli_w
 from lanlock.fileio import write_atomic
 
 CONFIG_FILE = "config.toml"
+STATE_FILE = "state.json"  # what the agent last saw: written by it, read by ``lanlock box status``
 
 
 class BoxConfigError(RuntimeError):

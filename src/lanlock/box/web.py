@@ -75,6 +75,7 @@ from lanlock.box import logs
 from lanlock.box.console_client import PairingError
 from lanlock.guard import PasswordGuard
 from lanlock.links import MAX_LINK_SECONDS, link_is_valid
+from lanlock.masking import masked_code
 from lanlock.passwords import password_matches
 from lanlock.web_common import (
     CSP,
@@ -82,7 +83,6 @@ from lanlock.web_common import (
     SecurityHeaders,
     form_token,
     form_token_valid,
-    masked_code,
     read_form,
     same_origin,
     static_endpoint,

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
+from lanlock.masking import masked_code
 from lanlock.store import Store
 from lanlock.store.models import (
     BOX_STATES,
@@ -22,7 +23,6 @@ from lanlock.store.models import (
     Subscription,
     SubscriptionLine,
 )
-from lanlock.web_common import masked_code
 
 HIDDEN = "…"  # codes are secrets: listings show them as …1234
 

@@ -14,7 +14,7 @@ from lanlock.cloud.authority import AuthorityError
 from lanlock.cloud.secret import SecretKeyError
 from lanlock.cloud.server import DEFAULT_PORT, DEFAULT_ZONE, CloudSettings, open_store
 from lanlock.cloud.throttle import IssuanceBudget
-from lanlock.config import default_data_dir, emit, json_flag, option
+from lanlock.config import RoleGroup, default_data_dir, emit, json_flag, option
 from lanlock.names import InvalidName
 from lanlock.store import StoreConfigError
 
@@ -38,7 +38,18 @@ def settings_from(data: Path | None, store: str | None, **kw: Any) -> CloudSetti
     return CloudSettings(data_dir=data or default_data_dir("cloud"), store_url=store, **kw)
 
 
-@click.group()
+@click.group(
+    cls=RoleGroup,
+    # Errors an operator can fix, turned into one clear line instead of a traceback.
+    operator_errors=(
+        admin.AdminError,
+        SecretKeyError,
+        AuthorityError,
+        InvalidName,
+        StoreConfigError,
+    ),
+    store_errors=(SQLAlchemyError,),
+)
 def cloud() -> None:
     """The vendor's cloud: subscriptions, eligibility, certificates."""
 
@@ -312,8 +323,3 @@ def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 def _store(data: Path | None, store: str | None) -> Any:
     return open_store(settings_from(data, store))
-
-
-# Errors an operator can fix, turned into one clear line instead of a traceback.
-OPERATOR_ERRORS = (admin.AdminError, SecretKeyError, AuthorityError, InvalidName, StoreConfigError)
-STORE_ERRORS = (SQLAlchemyError,)

@@ -37,6 +37,7 @@ from lanlock.console import boxes, pairing, record, sessions
 from lanlock.console.protocol import BOX_ID, ApiError
 from lanlock.console.record import SettingsError
 from lanlock.guard import PasswordGuard
+from lanlock.masking import masked_code
 from lanlock.store import Store
 from lanlock.store.models import utcnow
 from lanlock.web_common import (
@@ -46,7 +47,6 @@ from lanlock.web_common import (
     SecurityHeaders,
     form_token,
     form_token_valid,
-    masked_code,
     read_form,
     read_limited_body,
     same_origin,

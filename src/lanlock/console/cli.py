@@ -6,14 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
-from lanlock.config import default_data_dir, emit, json_flag, option
+from lanlock.config import RoleGroup, default_data_dir, emit, json_flag, option
 from lanlock.console import boxes as box_cards
 from lanlock.console import pairing, record, server
 from lanlock.console.server import DEFAULT_HOST, DEFAULT_PORT, ConsoleSettings, open_console
+from lanlock.masking import masked_code
+from lanlock.names import InvalidName
 from lanlock.passwords import PASSWORD_FILE
-from lanlock.store import Store
-from lanlock.web_common import masked_code
+from lanlock.store import Store, StoreConfigError
 
 
 def console_options(command: Any) -> Any:
@@ -53,7 +55,11 @@ def _open(data: Path | None, store: str | None) -> tuple[Store, ConsoleSettings]
     return opened, settings
 
 
-@click.group()
+@click.group(
+    cls=RoleGroup,
+    operator_errors=(StoreConfigError, InvalidName),
+    store_errors=(SQLAlchemyError,),
+)
 def console() -> None:
     """The customer's database and its IoT app: pairs boxes and shows their HTTPS state."""
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from lanlock import names
-from lanlock.config import default_data_dir, option
+from lanlock.config import RoleGroup, default_data_dir, option
 from lanlock.dns import server
 from lanlock.dns.worker import TcpLimits, WorkerSettings
 from lanlock.dns.zone import (
@@ -20,6 +21,7 @@ from lanlock.dns.zone import (
     parse_address,
     parse_nameserver,
 )
+from lanlock.store import StoreConfigError
 
 TCP_DEFAULTS = TcpLimits()
 
@@ -29,7 +31,11 @@ def default_store() -> str:
     return f"sqlite:///{default_data_dir('cloud') / 'cloud.db'}"
 
 
-@click.group()
+@click.group(
+    cls=RoleGroup,
+    operator_errors=(StoreConfigError, names.InvalidName),
+    store_errors=(SQLAlchemyError,),
+)
 def dns() -> None:
     """The IoT zone's authoritative DNS server."""
 
