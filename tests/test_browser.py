@@ -38,8 +38,10 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--host-resolver-rules=MAP *.iot.localhost 127.0.0.1",
 ]
+# The demo's names under iot.localhost, straight to loopback: this module's tests are about
+# trust and pages, not resolution (tests/test_browser_dns.py resolves through lanlock dns).
+DEMO_RESOLVER = "--host-resolver-rules=MAP *.iot.localhost 127.0.0.1"
 
 
 @dataclass
@@ -74,7 +76,9 @@ def system(tmp_path_factory) -> Iterator[DemoSystem]:
 
 
 @contextlib.contextmanager
-def chromium(home: Path, trusted_root: Path | None) -> Iterator[object]:
+def chromium(
+    home: Path, trusted_root: Path | None, resolver: tuple[str, ...] = (DEMO_RESOLVER,)
+) -> Iterator[object]:
     """Chromium whose only extra trust anchor is ``trusted_root`` (or none at all)."""
     from playwright.sync_api import sync_playwright
 
@@ -105,7 +109,7 @@ def chromium(home: Path, trusted_root: Path | None) -> Iterator[object]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=shutil.which("chromium"),
-            args=CHROMIUM_FLAGS,
+            args=[*CHROMIUM_FLAGS, *resolver],
             env={"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
         )
         try:
