@@ -98,8 +98,8 @@ def stop_process(process: subprocess.Popen[bytes], grace: float = 15) -> None:
             process.wait(5)
 
 
-def lanlock_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "lanlock", *args]
+def lanlock_command(*args: str, python: str = sys.executable) -> list[str]:
+    return [python, "-m", "lanlock", *args]
 
 
 class PortClash(RuntimeError):
@@ -263,8 +263,11 @@ class RunningBox:
 
 
 @with_fresh_ports
-def start_box(data_dir: Path, *extra: str, address: str = "10.0.0.7") -> RunningBox:
-    """``lanlock box run`` on free loopback ports, waiting until its HTTP listener answers."""
+def start_box(
+    data_dir: Path, *extra: str, address: str = "10.0.0.7", python: str = sys.executable
+) -> RunningBox:
+    """``lanlock box run`` on free loopback ports, waiting until its HTTP listener answers;
+    ``python`` is the interpreter of the environment it runs from."""
     http_port, https_port = free_port(), free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / f"box-{http_port}.out"
@@ -281,6 +284,7 @@ def start_box(data_dir: Path, *extra: str, address: str = "10.0.0.7") -> Running
             "--address",
             address,
             *extra,
+            python=python,
         ),
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
