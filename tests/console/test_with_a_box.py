@@ -45,13 +45,7 @@ def wait_for_page(fetch: Callable[[], str], pattern: str, timeout: float = 30.0)
 def test_a_paired_box_gets_its_certificate_and_shows_on_its_card(
     console: RunningConsole, admin: httpx.Client, cloud: RunningCloud, tmp_path: Path
 ):
-    # The vendor knows this console's database and the subscription whose code the admin set.
-    db_uuid = console.settings().db_uuid
-    store = Store(cloud.store_url, pool_size=1)
-    cloud_admin.add_database(store, db_uuid, "shop", "production")
-    cloud_admin.add_subscription(store, CODE, db_uuid, "in_progress", 3)
-    store.dispose()
-
+    register_console_database(console, cloud)
     box = start_box(tmp_path / "box", "--cloud", cloud.url)
     try:
         link = make_link(admin, "Front desk")
@@ -78,3 +72,59 @@ def test_a_paired_box_gets_its_certificate_and_shows_on_its_card(
             assert http.get(altered).status_code == 403
     finally:
         box.stop()
+
+
+def register_console_database(console: RunningConsole, cloud: RunningCloud) -> None:
+    """The vendor knows this console's database and the subscription whose code the admin set."""
+    store = Store(cloud.store_url, pool_size=1)
+    try:
+        db_uuid = console.settings().db_uuid
+        if db_uuid not in {row["uuid"] for row in cloud_admin.list_databases(store)}:
+            cloud_admin.add_database(store, db_uuid, "shop", "production")
+            cloud_admin.add_subscription(store, CODE, db_uuid, "in_progress", 5)
+    finally:
+        store.dispose()
+
+
+def test_the_cloud_the_console_names_reaches_the_box_at_pairing(
+    console: RunningConsole, admin: httpx.Client, cloud: RunningCloud, tmp_path: Path
+):
+    """A box started with no --cloud asks the cloud the console's settings name."""
+    register_console_database(console, cloud)
+    console.cli("settings", "--cloud", cloud.url)
+    box = start_box(tmp_path / "box")  # no --cloud: the default would be 127.0.0.1:8700
+    try:
+        box.wait_for(lambda s: s.get("state") not in (None, "checking"))
+        connected = subprocess.run(
+            lanlock_command("box", "connect", make_link(admin), "--data", str(box.data_dir)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert connected.returncode == 0, connected.stderr
+        state = box.wait_for(lambda s: s.get("state") == "valid" and not s.get("code"))
+        assert state["url"].startswith("https://10-0-0-7.")
+    finally:
+        box.stop()
+        console.cli("settings", "--cloud", "")
+
+
+def test_a_box_started_with_cloud_keeps_its_own(
+    console: RunningConsole, admin: httpx.Client, cloud: RunningCloud, tmp_path: Path
+):
+    """--cloud wins over the console's: here the console names a cloud that is not there."""
+    register_console_database(console, cloud)
+    console.cli("settings", "--cloud", "http://127.0.0.1:1")
+    box = start_box(tmp_path / "box", "--cloud", cloud.url)
+    try:
+        connected = subprocess.run(
+            lanlock_command("box", "connect", make_link(admin), "--data", str(box.data_dir)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert connected.returncode == 0, connected.stderr
+        box.wait_for(lambda s: s.get("state") == "valid" and not s.get("code"))
+    finally:
+        box.stop()
+        console.cli("settings", "--cloud", "")

@@ -95,7 +95,7 @@ class Agent:
                 data_dir=self.data_dir,
                 address=self.address,
                 https_port=settings.https_port,
-                cloud_url=self.cloud_url,
+                cloud_url=lambda: self.cloud_url,
                 cloud_verify=self._cloud_verify(),
                 device_key=self.device_key,
             ),
@@ -212,12 +212,7 @@ class Agent:
             link, self.device_key, self.box_name, self.address, __version__
         )
 
-        def store(config: BoxConfig) -> None:
-            config.console_url, config.name = pairing.console_url, pairing.name
-            config.db_uuid, config.enterprise_code = pairing.db_uuid, pairing.enterprise_code
-            config.token = pairing.token
-
-        self.update_config(store)
+        self.update_config(pairing.store_in)
         log.warning("paired with the console %s as %r", pairing.console_url, pairing.name)
         return self.check()
 

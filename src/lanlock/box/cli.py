@@ -294,9 +294,7 @@ def connect(link: str, data: Path | None, address: str | None) -> None:
     except console_client.PairingError as exc:
         raise click.ClickException(f"pairing failed: {exc}") from None
     config = load_config(folder)
-    config.console_url, config.name = pairing.console_url, pairing.name
-    config.db_uuid, config.enterprise_code = pairing.db_uuid, pairing.enterprise_code
-    config.token = pairing.token
+    pairing.store_in(config)
     save_config(folder, config)
     click.echo(
         f"paired with {pairing.console_url} as {pairing.name!r}; a running agent asks "

@@ -13,6 +13,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from lanlock import pki
+from lanlock.box.settings import BoxConfig
 from lanlock.jws import signed_body
 from lanlock.links import body_signature
 
@@ -32,6 +33,19 @@ class Pairing:
     enterprise_code: str
     name: str
     token: str
+    cloud_url: str | None = None  # the cloud the console names for its boxes, if it names one
+
+    def store_in(self, config: BoxConfig) -> None:
+        """What pairing gives the box. Its own ``--cloud``, when given, still wins over the
+        console's cloud: the agent reads the flag before the stored URL."""
+        config.console_url, config.name = self.console_url, self.name
+        config.db_uuid, config.enterprise_code = self.db_uuid, self.enterprise_code
+        config.token = self.token
+        if self.cloud_url:
+            config.cloud_url = self.cloud_url
+
+
+REQUIRED_FIELDS = ("console_url", "db_uuid", "enterprise_code", "name", "token")
 
 
 def check_url(url: str, what: str) -> None:
@@ -71,12 +85,15 @@ def pair(
         detail = answer.get("detail") if isinstance(answer, dict) else None
         raise PairingError(detail or f"the console answered HTTP {response.status_code}")
     try:
-        pairing = Pairing(**{k: answer[k] for k in Pairing.__dataclass_fields__})
+        required = {k: answer[k] for k in REQUIRED_FIELDS}
+        pairing = Pairing(**required, cloud_url=answer.get("cloud_url") or None)
     except (KeyError, TypeError):
         raise PairingError("the console's answer lacks what pairing needs") from None
     if not (isinstance(pairing.token, str) and len(pairing.token) == 64):
         raise PairingError("the console's answer has no valid token")
     check_url(pairing.console_url, "console")
+    if pairing.cloud_url is not None:
+        check_url(str(pairing.cloud_url), "cloud")
     return pairing
 
 

@@ -83,7 +83,9 @@ class Environment:
     data_dir: Path
     address: str
     https_port: int
-    cloud_url: str
+    # The cloud's URL at the moment of asking: the box's --cloud, else the one pairing stored
+    # (a console may name it after the agent started), else the default.
+    cloud_url: Callable[[], str]
     cloud_verify: Any = True  # an ssl.SSLContext with the configured CA, or True (system store)
     device_key: Any = None
 
@@ -241,13 +243,12 @@ class CertificateManager:
         self.update_config(remember)
 
     def _ask_cloud(self, payload: dict[str, Any]) -> CloudAnswer:
+        cloud_url = self.env.cloud_url()
         try:
             with httpx.Client(verify=self.env.cloud_verify, timeout=REQUEST_TIMEOUT) as client:
-                return post_x509(client, self.env.cloud_url, self.env.device_key, payload)
+                return post_x509(client, cloud_url, self.env.device_key, payload)
         except httpx.HTTPError as exc:
-            log.error(
-                "cannot reach the cloud at %s: %s: %s", self.env.cloud_url, type(exc).__name__, exc
-            )
+            log.error("cannot reach the cloud at %s: %s: %s", cloud_url, type(exc).__name__, exc)
             raise LoadFailed(
                 errors.LOAD_REQUEST_EXCEPTION, None, f"{type(exc).__name__}: {exc}"
             ) from None
