@@ -26,6 +26,10 @@ from collections.abc import Collection, Iterator
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 
+from lanlock import errors, names, pki
+from lanlock.cloud.refusals import Refused
+from lanlock.store.models import Box
+
 # Extensions a TLS server CSR may carry that name no one: their values are ignored by our CA and
 # by ACME CAs alike (both set key usage and constraints themselves).
 HARMLESS_EXTENSIONS = frozenset(
@@ -39,6 +43,44 @@ HARMLESS_EXTENSIONS = frozenset(
 # names no constant for it. No other attribute is needed.
 EXTENSION_REQUEST = x509.ObjectIdentifier("1.2.840.113549.1.9.14")
 SHOWN_LENGTH = 80  # a hostile CSR's strings end up in a refusal message and the audit line
+
+
+def checked_csr(csr_pem: str, box: Box | None, zone: str) -> x509.CertificateSigningRequest:
+    """The CSR, once it parses and names nothing beyond the box's own names (none for a box
+    the cloud has not registered yet: it does not know its scope); else Refused."""
+    try:
+        csr = pki.parse_csr(csr_pem)
+    except pki.InvalidCSR as exc:
+        raise Refused(errors.INVALID_CSR, str(exc)) from None
+    own = set(names.certificate_names(box.scope, zone)) if box else set()
+    if foreign := foreign_identities(csr, own):
+        raise Refused(
+            errors.INVALID_CSR,
+            f"the CSR also names {', '.join(foreign)}; a CSR names nothing, or only this "
+            "box's *.<scope>.<zone> and <scope>.<zone> (lower case, no final dot)",
+        )
+    return csr
+
+
+def check_names_for_ca(
+    csr: x509.CertificateSigningRequest, box: Box, zone: str, exact_names: bool
+) -> None:
+    """A CA that needs ``exact_names`` (every ACME CA) finalizes only a CSR naming exactly the
+    order's names.
+
+    A box learns its scope from its first answer, so its first CSR names nothing: it is refused
+    here with its scope and zone, and asks again at once with the right names. The box stays
+    registered (it is eligible, and its next request is served): the slot it took is the one it
+    keeps.
+    """
+    wanted = names.certificate_names(box.scope, zone)
+    if exact_names and set(pki.csr_names(csr)) != set(wanted):
+        raise Refused(
+            errors.INVALID_CSR,
+            f"this CA needs the CSR to name exactly {' and '.join(wanted)}",
+            scope=box.scope,
+            zone=zone,
+        )
 
 
 def foreign_identities(

@@ -1,0 +1,146 @@
+"""A new certificate for a scope, issued once however many replicas are asked at the same time.
+
+The scope's lease (a row in ``issuance_leases``, expiring so that a crashed holder cannot block
+the scope for ever) lets one request issue while the others wait and, most of the time, reuse
+what it issued. Under the lease the issuance budget is checked (:mod:`lanlock.cloud.throttle`),
+then the issuer is asked and the certificate recorded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import time
+
+from cryptography import x509
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+
+from lanlock import errors, pki
+from lanlock.cloud import throttle
+from lanlock.cloud.eligibility import box_quota
+from lanlock.cloud.issuers import IssuanceError, Issuer, IssuerUnavailable
+from lanlock.cloud.metrics import CloudMetrics
+from lanlock.cloud.refusals import Refused
+from lanlock.cloud.reuse import reusable_in
+from lanlock.store import Store
+from lanlock.store.models import Box, Certificate, IssuanceLease
+
+
+class ScopeLease:
+    """Who may issue for a scope right now: one holder across every replica, for a while."""
+
+    def __init__(self, store: Store, seconds: float) -> None:
+        self.store = store
+        self.seconds = seconds
+        self.holder = secrets.token_hex(8)
+
+    def acquire(self, scope: str) -> bool:
+        now = dt.datetime.now(dt.UTC)
+        expires = now + dt.timedelta(seconds=self.seconds)
+        try:
+            with self.store.transaction() as session:
+                lease = session.get(IssuanceLease, scope, with_for_update=True)
+                if lease is None:
+                    session.add(IssuanceLease(scope=scope, holder=self.holder, expires_at=expires))
+                    return True
+                if lease.expires_at > now:
+                    return False
+                lease.holder, lease.expires_at = self.holder, expires  # a crashed holder's lease
+                return True
+        except IntegrityError:
+            return False  # another replica inserted the lease first
+
+    def release(self, scope: str) -> None:
+        with self.store.transaction() as session:
+            session.execute(
+                delete(IssuanceLease).where(
+                    IssuanceLease.scope == scope, IssuanceLease.holder == self.holder
+                )
+            )
+
+
+class Issuance:
+    """Reuse or issue, once per scope (the slow path of the x509 request)."""
+
+    def __init__(
+        self,
+        store: Store,
+        issuer: Issuer,
+        metrics: CloudMetrics,
+        budget: throttle.IssuanceBudget,
+        lease_seconds: float,
+        lease_wait_seconds: float,
+    ) -> None:
+        self.store = store
+        self.issuer = issuer
+        self.metrics = metrics
+        self.budget = budget
+        self.lease = ScopeLease(store, lease_seconds)
+        self.lease_wait_seconds = lease_wait_seconds
+
+    def certificate_for(
+        self, box: Box, csr: x509.CertificateSigningRequest
+    ) -> tuple[Certificate, str]:
+        """The certificate and how it came: ``"reused"`` or ``"issued"``."""
+        fingerprint = pki.key_fingerprint(csr.public_key())  # type: ignore[arg-type]
+        # The first look did not see the box registered; a concurrent request of the same box
+        # may have registered it and issued since: no lease needed to hand that out.
+        if reusable := self._reusable(box.scope, fingerprint):
+            return reusable, "reused"
+        deadline = time.monotonic() + self.lease_wait_seconds
+        delay = 0.01
+        while not self.lease.acquire(box.scope):
+            if time.monotonic() > deadline:
+                raise IssuerUnavailable("another issuance for this box is still running", 10)
+            time.sleep(delay + secrets.randbelow(10) / 1000)
+            delay = min(delay * 2, 0.25)
+            # Whoever holds the lease is probably issuing exactly what we need.
+            if reusable := self._reusable(box.scope, fingerprint):
+                return reusable, "reused"
+        try:
+            if reusable := self._reusable(box.scope, fingerprint):
+                return reusable, "reused"
+            self._check_budget(box)
+            return self._issue(box, csr, fingerprint), "issued"
+        finally:
+            self.lease.release(box.scope)
+
+    def _reusable(self, scope: str, fingerprint: str) -> Certificate | None:
+        with self.store.transaction() as session:
+            return reusable_in(session, scope, fingerprint)
+
+    def _check_budget(self, box: Box) -> None:
+        # Under the scope's lease: one box's requests cannot both pass the count; a
+        # subscription's several boxes may overshoot by the requests in flight at once.
+        with self.store.transaction() as session:
+            slots = box_quota(session, box.subscription_code)
+            throttle.check_budget(session, self.budget, box, slots, dt.datetime.now(dt.UTC))
+
+    def _issue(
+        self, box: Box, csr: x509.CertificateSigningRequest, fingerprint: str
+    ) -> Certificate:
+        started = time.perf_counter()
+        try:
+            issued = self.issuer.issue(csr, box.scope)
+        except IssuanceError as exc:
+            raise Refused(errors.ISSUANCE_FAILED, str(exc)) from None
+        self.metrics.issuance_seconds.labels(self.issuer.name).observe(
+            time.perf_counter() - started
+        )
+        self.metrics.issued.labels(self.issuer.name).inc()
+        record = Certificate(
+            box_id=box.box_id,
+            scope=box.scope,
+            key_fingerprint=fingerprint,
+            serial=format(issued.leaf.serial_number, "x"),
+            issuer=self.issuer.name,
+            not_before=issued.leaf.not_valid_before_utc,
+            not_after=issued.leaf.not_valid_after_utc,
+            x509_pem=pki.to_pem(issued.leaf),
+            chain_pem=issued.chain_pem,
+            renew_after=issued.renew_after,
+        )
+        with self.store.transaction() as session:
+            session.add(record)
+        return record
