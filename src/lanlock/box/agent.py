@@ -33,7 +33,7 @@ from lanlock.box.lifecycle import (
     CertificateManager,
     Environment,
 )
-from lanlock.box.settings import STATE_FILE, BoxConfig, load_config, save_config
+from lanlock.box.settings import STATE_FILE, BoxConfig, change_config, load_config
 from lanlock.box.tls_server import CertificateSwitch
 from lanlock.box.tls_store import CertificateUnreadable, Pair, PairDamaged, TLSStore
 from lanlock.fileio import write_atomic
@@ -129,9 +129,7 @@ class Agent:
         """Read, change and write the settings as one step: concurrent changes never undo each
         other (a certificate install and a homepage form may land at the same moment)."""
         with self._config_lock:
-            config = load_config(self.data_dir)
-            change(config)
-            save_config(self.data_dir, config)
+            config = change_config(self.data_dir, change)
             self.config = config
             self._config_mtime = self._settings_mtime()
             self._remember_secrets()

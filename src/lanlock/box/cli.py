@@ -13,7 +13,13 @@ import httpx
 from lanlock import errors, names, passwords, pki
 from lanlock.box.cloud_client import post_x509, x509_payload
 from lanlock.box.identity import IdentityError, load_or_create_device_key
-from lanlock.box.settings import STATE_FILE, BoxConfigError, load_config, save_config
+from lanlock.box.settings import (
+    STATE_FILE,
+    BoxConfig,
+    BoxConfigError,
+    change_config,
+    load_config,
+)
 from lanlock.config import RoleGroup, default_data_dir, json_flag, option
 from lanlock.masking import masked_code
 
@@ -241,17 +247,18 @@ def credentials(
     data: Path | None, db_uuid: str | None, code: str | None, console_url: str | None, clear: bool
 ) -> None:
     """Set (or clear) the database UUID and subscription code; a running agent checks at once."""
-    folder = data_dir(data)
-    config = load_config(folder)
-    if clear:
-        config.db_uuid = config.enterprise_code = None
-    if db_uuid is not None:
-        config.db_uuid = db_uuid.strip() or None
-    if code is not None:
-        config.enterprise_code = code.strip() or None
-    if console_url is not None:
-        config.console_url = console_url.strip() or None
-    save_config(folder, config)
+
+    def change(config: BoxConfig) -> None:
+        if clear:
+            config.db_uuid = config.enterprise_code = None
+        if db_uuid is not None:
+            config.db_uuid = db_uuid.strip() or None
+        if code is not None:
+            config.enterprise_code = code.strip() or None
+        if console_url is not None:
+            config.console_url = console_url.strip() or None
+
+    config = change_config(data_dir(data), change)
     shown = masked_code(config.enterprise_code) or "(none)"
     click.echo(
         f"database {config.db_uuid or '(none)'}, code {shown}, "
@@ -265,13 +272,12 @@ def credentials(
 def password(data: Path | None, reset: bool) -> None:
     """Show the box's admin password (or make a new one)."""
     folder = data_dir(data)
-    config = load_config(folder)
     current = passwords.read_password_file(folder)
-    if reset or not current or not config.password_hash:
+    if reset or not current or not load_config(folder).password_hash:
         current = passwords.new_password()
         passwords.write_password_file(folder, current)
-        config.password_hash = passwords.hash_password(current)
-        save_config(folder, config)
+        hashed = passwords.hash_password(current)
+        change_config(folder, lambda config: setattr(config, "password_hash", hashed))
     click.echo(current)
 
 
@@ -293,9 +299,7 @@ def connect(link: str, data: Path | None, address: str | None) -> None:
         pairing = console_client.pair(link, device_key, socket.gethostname(), address, __version__)
     except console_client.PairingError as exc:
         raise click.ClickException(f"pairing failed: {exc}") from None
-    config = load_config(folder)
-    pairing.store_in(config)
-    save_config(folder, config)
+    change_config(folder, pairing.store_in)
     click.echo(
         f"paired with {pairing.console_url} as {pairing.name!r}; a running agent asks "
         "for its certificate now (see `lanlock box status`)"
@@ -306,10 +310,7 @@ def connect(link: str, data: Path | None, address: str | None) -> None:
 @DATA_OPTION
 def disconnect(data: Path | None) -> None:
     """Forget the console, the credentials and the token; a running agent wipes its certificate."""
-    folder = data_dir(data)
-    config = load_config(folder)
-    config.forget_console()
-    save_config(folder, config)
+    change_config(data_dir(data), BoxConfig.forget_console)
     click.echo("disconnected: the console, credentials and token are forgotten")
 
 

@@ -7,18 +7,27 @@ the token), so it is written with mode 0600.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import secrets
 import tomllib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 from lanlock.fileio import write_atomic
 
 CONFIG_FILE = "config.toml"
+LOCK_FILE = "config.toml.lock"
 STATE_FILE = "state.json"  # what the agent last saw: written by it, read by ``lanlock box status``
 
 
@@ -64,6 +73,32 @@ def load_config(data_dir: Path) -> BoxConfig:
         ) from exc
     known = {f.name for f in dataclasses.fields(BoxConfig)}
     return BoxConfig(**{k: v for k, v in raw.items() if k in known})
+
+
+def change_config(data_dir: Path, change: Callable[[BoxConfig], None]) -> BoxConfig:
+    """Read, change and write the settings as one step, whoever else writes them.
+
+    The running agent and the ``lanlock box`` commands are different processes: an exclusive
+    lock on ``config.toml.lock`` (a file of its own, since every write replaces
+    ``config.toml``) makes each read-change-write whole, so that neither undoes the other's.
+    """
+    with _exclusive(data_dir / LOCK_FILE):
+        config = load_config(data_dir)
+        change(config)
+        save_config(data_dir, config)
+        return config
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if fcntl is not None:  # elsewhere than POSIX the box runs alone on its folder
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def save_config(data_dir: Path, config: BoxConfig) -> None:
