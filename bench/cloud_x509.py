@@ -326,7 +326,7 @@ def running_cloud(store_url: str, data_dir: Path) -> Iterator[Cloud]:
             command,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "LANLOCK_SECRET_KEY": SECRET, "LANLOCK_METRICS_TOKEN": SECRET},
+            env={**os.environ, "LANLOCK_SECRET_KEY": SECRET, "LANLOCK_CLOUD_METRICS_TOKEN": SECRET},
             start_new_session=True,  # Ctrl-C reaches us; we stop it ourselves, in order
         )
     cloud = Cloud(f"http://127.0.0.1:{port}", port, process, log)

@@ -175,7 +175,7 @@ def start_cloud(
     env = {
         **os.environ,
         "LANLOCK_SECRET_KEY": SECRET_KEY,
-        "LANLOCK_METRICS_TOKEN": METRICS_TOKEN,
+        "LANLOCK_CLOUD_METRICS_TOKEN": METRICS_TOKEN,
         **(env or {}),
     }
     url, verify = f"http://127.0.0.1:{port}", True

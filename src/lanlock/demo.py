@@ -5,12 +5,15 @@ The cloud (embedded CA, SQLite) with a production database whose in-progress sub
 database; one box paired with the console. Each role runs as its own ``lanlock`` process, as it
 would in production; the demo only wires them together, prints where everything is, and stops
 them all on Ctrl-C. Running it again reuses its data folder (same CA, database, box).
+The parts are wired by their flags alone: none of them inherits a ``LANLOCK_*`` variable, so the
+settings of a real cloud or box in the same shell never reach the demo's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import signal
 import subprocess
@@ -27,10 +30,10 @@ import dns.query
 import httpx
 from dns.exception import DNSException
 
-from lanlock.config import option
+from lanlock import defaults
+from lanlock.config import zone_option
 from lanlock.fileio import write_atomic
 
-DEMO_ZONE = "iot.localhost"
 DEMO_BOXES = 3
 BOX_ADDRESS = "127.0.0.1"  # *.localhost resolves to loopback in browsers and curl: no DNS set-up
 START_TIMEOUT = 60.0
@@ -42,11 +45,16 @@ class DemoError(click.ClickException):
 
 @dataclass
 class Ports:
-    cloud: int = 8700
-    dns: int = 5353
-    console: int = 8800
-    box_http: int = 8900
-    box_https: int = 8943
+    cloud: int = defaults.CLOUD_PORT
+    dns: int = defaults.DNS_PORT
+    console: int = defaults.CONSOLE_PORT
+    box_http: int = defaults.BOX_HTTP_PORT
+    box_https: int = defaults.BOX_HTTPS_PORT
+
+
+def parts_environment() -> dict[str, str]:
+    """The demo's environment without lanlock's variables: the parts get only their flags."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("LANLOCK_")}
 
 
 @dataclass
@@ -69,7 +77,11 @@ class Demo:
     def lanlock(self, *args: str) -> str:
         """Run one ``lanlock`` command to completion; its standard output."""
         result = subprocess.run(  # noqa: S603 - our own interpreter and arguments
-            [sys.executable, "-m", "lanlock", *args], capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "lanlock", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=parts_environment(),
         )
         if result.returncode != 0:
             raise DemoError(f"`lanlock {' '.join(args[:3])}` failed:\n{result.stderr.strip()}")
@@ -82,6 +94,7 @@ class Demo:
             [sys.executable, "-m", "lanlock", *args],
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
+            env=parts_environment(),
         )
 
     def wait_until(self, role: str, ready: Callable[[], bool]) -> None:
@@ -216,9 +229,7 @@ class Demo:
         return json.loads(state_file.read_text())
 
     def write_root(self) -> Path:
-        root = self.lanlock(
-            "cloud", "ca", "root", "--data", str(self.data / "cloud"), "--zone", self.zone
-        )
+        root = self.lanlock("cloud", "ca", "root", "--data", str(self.data / "cloud"))
         path = self.data / "root-ca.pem"
         write_atomic(path, root.encode())
         return path.resolve()
@@ -258,25 +269,48 @@ def stopping_on_signals(demo: Demo) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+PORT = click.IntRange(1, 65535)
+
+
 @click.command()
-@option(
+@click.option(
     "--data",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".lanlock/demo"),
+    default=Path(defaults.DEMO_DATA),
     show_default=True,
     help="the demo's data folder (reused when run again)",
 )
-@option("--zone", default=DEMO_ZONE, show_default=True)
-@click.option("--cloud-port", type=click.IntRange(1, 65535), default=Ports.cloud, show_default=True)
-@click.option("--dns-port", type=click.IntRange(1, 65535), default=Ports.dns, show_default=True)
+@zone_option(default=defaults.ZONE, show_default=True)
 @click.option(
-    "--console-port", type=click.IntRange(1, 65535), default=Ports.console, show_default=True
+    "--cloud-port", type=PORT, default=Ports.cloud, show_default=True, help="port of the cloud"
 )
 @click.option(
-    "--box-http-port", type=click.IntRange(1, 65535), default=Ports.box_http, show_default=True
+    "--dns-port",
+    type=PORT,
+    default=Ports.dns,
+    show_default=True,
+    help="port of the DNS server (UDP and TCP)",
 )
 @click.option(
-    "--box-https-port", type=click.IntRange(1, 65535), default=Ports.box_https, show_default=True
+    "--console-port",
+    type=PORT,
+    default=Ports.console,
+    show_default=True,
+    help="port of the console",
+)
+@click.option(
+    "--box-http-port",
+    type=PORT,
+    default=Ports.box_http,
+    show_default=True,
+    help="port of the box's homepage over HTTP",
+)
+@click.option(
+    "--box-https-port",
+    type=PORT,
+    default=Ports.box_https,
+    show_default=True,
+    help="port of the box's homepage over HTTPS",
 )
 def demo(
     data: Path,

@@ -26,10 +26,11 @@ from tests.servers import lanlock_command
 
 SECRET = "test-secret-key-0123456789abcdef"
 CLEAN_ENV: dict[str, str | None] = {
-    "LANLOCK_STORE": None,
-    "LANLOCK_DATA": None,
+    "LANLOCK_CLOUD_STORE": None,
+    "LANLOCK_CLOUD_DATA": None,
     "LANLOCK_CONFIG": None,
     "LANLOCK_ZONE": None,
+    "LANLOCK_CLOUD_ZONE": None,
     "LANLOCK_SECRET_KEY": SECRET,
 }
 
@@ -418,8 +419,9 @@ def test_store_that_is_not_a_url(command):
 
 
 def test_store_url_from_the_environment_is_named_in_the_fix():
-    result = lanlock(*BOX, "list", env={"LANLOCK_STORE": "postgresql+psycopg://x@127.0.0.1:1/x"})
-    assert_operator_error(result, "the store cannot be used", "LANLOCK_STORE")
+    url = "postgresql+psycopg://x@127.0.0.1:1/x"
+    result = lanlock(*BOX, "list", env={"LANLOCK_CLOUD_STORE": url})
+    assert_operator_error(result, "the store cannot be used", "LANLOCK_CLOUD_STORE")
 
 
 def test_sqlite_store_whose_folder_cannot_be_made(tmp_path):

@@ -3,7 +3,7 @@
 The attacker is anyone on the internet who can reach ``POST /iot/x509``. The metrics count
 refusals by code, issuances and the CA's failures: a map of the fleet and of the attacks that
 work. ``/metrics`` on the API listener answers only a bearer of the operator's token
-(``LANLOCK_METRICS_TOKEN``, compared in constant time), and is off (404) when none is set.
+(``LANLOCK_CLOUD_METRICS_TOKEN``, compared in constant time), and is off (404) when none is set.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def test_metrics_answer_the_operator(cloud):
 
 
 def test_metrics_are_off_without_a_token(tmp_path):
-    with running_cloud(tmp_path, env={"LANLOCK_METRICS_TOKEN": ""}) as bare:
+    with running_cloud(tmp_path, env={"LANLOCK_CLOUD_METRICS_TOKEN": ""}) as bare:
         answer = httpx.get(bare.url + "/metrics", timeout=10)
         assert answer.status_code == 404
-        assert "LANLOCK_METRICS_TOKEN" in answer.json()["detail"]
+        assert "LANLOCK_CLOUD_METRICS_TOKEN" in answer.json()["detail"]

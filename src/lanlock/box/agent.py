@@ -23,11 +23,10 @@ from pathlib import Path
 
 import uvicorn
 
-from lanlock import __version__, passwords, pki
+from lanlock import __version__, defaults, passwords, pki
 from lanlock.box import console_client, logs
 from lanlock.box.identity import load_or_create_device_key
 from lanlock.box.lifecycle import (
-    HOMEPAGE_CHECK_INTERVAL,
     Backoff,
     BoxState,
     CertificateManager,
@@ -40,24 +39,22 @@ from lanlock.fileio import write_atomic
 
 log = logging.getLogger("lanlock.box.agent")
 
-REPORT_INTERVAL = 60.0  # seconds between status reports to the console when nothing changes
-DEFAULT_CLOUD = "http://127.0.0.1:8700"
 MAINTENANCE_TICK = 0.5
 
 
 @dataclass
 class BoxSettings:
     data_dir: Path
-    host: str = "127.0.0.1"
-    http_port: int = 8900
-    https_port: int = 8943
+    host: str = defaults.LOOPBACK
+    http_port: int = defaults.BOX_HTTP_PORT
+    https_port: int = defaults.BOX_HTTPS_PORT
     address: str | None = None
     cloud_url: str | None = None
     cloud_ca: str | None = None
-    retry_first: float = 30.0
-    retry_cap: float = 3600.0
-    homepage_check_interval: float = HOMEPAGE_CHECK_INTERVAL
-    report_interval: float = REPORT_INTERVAL
+    retry_first: float = defaults.RETRY_FIRST
+    retry_cap: float = defaults.RETRY_CAP
+    homepage_check_interval: float = defaults.HOMEPAGE_CHECK_INTERVAL
+    report_interval: float = defaults.REPORT_INTERVAL
 
 
 def detect_lan_address() -> str:
@@ -113,7 +110,7 @@ class Agent:
 
     @property
     def cloud_url(self) -> str:
-        return self.settings.cloud_url or self.config.cloud_url or DEFAULT_CLOUD
+        return self.settings.cloud_url or self.config.cloud_url or defaults.CLOUD_URL
 
     def _cloud_verify(self) -> ssl.SSLContext | bool:
         ca = self.settings.cloud_ca or self.config.cloud_ca

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import httpx
 
-from lanlock import errors, names, passwords, pki
+from lanlock import defaults, errors, names, passwords, pki
 from lanlock.box.cloud_client import post_x509, x509_payload
 from lanlock.box.identity import IdentityError, load_or_create_device_key
 from lanlock.box.settings import (
@@ -20,10 +20,10 @@ from lanlock.box.settings import (
     change_config,
     load_config,
 )
-from lanlock.config import RoleGroup, default_data_dir, json_flag, option
+from lanlock.config import RoleGroup, action_flag, default_data_dir, json_flag
 from lanlock.masking import masked_code
 
-DATA_OPTION = option(
+DATA_OPTION = click.option(
     "--data",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -42,22 +42,27 @@ def box() -> None:
 
 @box.command()
 @DATA_OPTION
-@option(
+@click.option(
     "--cloud",
     "cloud_url",
-    default="http://127.0.0.1:8700",
+    default=defaults.CLOUD_URL,
     show_default=True,
     help="the cloud's URL",
 )
-@option(
+@click.option(
     "--cloud-ca",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
     help="CA bundle that signs the cloud's TLS certificate [default: system store]",
 )
-@option("--db-uuid", required=True, help="the database UUID")
-@option("--code", required=True, help="the subscription (contract) code")
-@option("--address", default="10.0.0.7", show_default=True, help="the box's LAN address")
+@click.option("--db-uuid", required=True, help="the database UUID")
+@click.option("--code", required=True, help="the subscription (contract) code")
+@click.option(
+    "--address",
+    default=defaults.BOX_REQUEST_ADDRESS,
+    show_default=True,
+    help="the box's LAN address",
+)
 @json_flag
 def request(
     data: Path | None,
@@ -142,43 +147,55 @@ def _fail(code: str, reason: str | None, detail: str | None, as_json: bool) -> N
 
 @box.command()
 @DATA_OPTION
-@option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
-@option("--http-port", type=click.IntRange(1, 65535), default=8900, show_default=True)
-@option("--https-port", type=click.IntRange(1, 65535), default=8943, show_default=True)
-@option("--address", default=None, help="the box's LAN address [default: detected]")
-@option("--cloud", "cloud_url", default=None, help="the cloud's URL [default: from pairing]")
-@option(
+@click.option("--host", default=defaults.LOOPBACK, show_default=True, help="address to listen on")
+@click.option(
+    "--http-port",
+    type=click.IntRange(1, 65535),
+    default=defaults.BOX_HTTP_PORT,
+    show_default=True,
+    help="port of the homepage over HTTP",
+)
+@click.option(
+    "--https-port",
+    type=click.IntRange(1, 65535),
+    default=defaults.BOX_HTTPS_PORT,
+    show_default=True,
+    help="port of the homepage over HTTPS, under the box's name",
+)
+@click.option("--address", default=None, help="the box's LAN address [default: detected]")
+@click.option("--cloud", "cloud_url", default=None, help="the cloud's URL [default: from pairing]")
+@click.option(
     "--cloud-ca",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
     help="CA bundle that signs the cloud's TLS certificate [default: system store]",
 )
-@option(
+@click.option(
     "--retry-first",
     type=click.FloatRange(0.1),
-    default=30.0,
+    default=defaults.RETRY_FIRST,
     show_default=True,
     help="seconds before the first retry after a failed load (then doubling)",
 )
-@option(
+@click.option(
     "--retry-cap",
     type=click.FloatRange(1),
-    default=3600.0,
+    default=defaults.RETRY_CAP,
     show_default=True,
     help="the longest wait between retries, in seconds",
 )
-@option(
+@click.option(
     "--homepage-check-interval",
     type=click.FloatRange(0),
-    default=10.0,
+    default=defaults.HOMEPAGE_CHECK_INTERVAL,
     show_default=True,
     hidden=True,
     help="opening the homepage checks the certificate at most this often (seconds)",
 )
-@option(
+@click.option(
     "--report-interval",
     type=click.FloatRange(1),
-    default=60.0,
+    default=defaults.REPORT_INTERVAL,
     show_default=True,
     hidden=True,
     help="seconds between status reports to the console when nothing changes",
@@ -242,7 +259,7 @@ def _status_text(state: dict[str, object]) -> str:
 @click.option(
     "--console", "console_url", default=None, help="the console's URL (for set-ups without pairing)"
 )
-@click.option("--clear", is_flag=True, help="forget the credentials")
+@action_flag("--clear", help="forget the credentials")
 def credentials(
     data: Path | None, db_uuid: str | None, code: str | None, console_url: str | None, clear: bool
 ) -> None:
@@ -268,7 +285,7 @@ def credentials(
 
 @box.command()
 @DATA_OPTION
-@click.option("--reset", is_flag=True, help="make a new password (the old one stops working)")
+@action_flag("--reset", help="make a new password (the old one stops working)")
 def password(data: Path | None, reset: bool) -> None:
     """Show the box's admin password (or make a new one)."""
     folder = data_dir(data)
@@ -284,7 +301,9 @@ def password(data: Path | None, reset: bool) -> None:
 @box.command()
 @click.argument("link")
 @DATA_OPTION
-@option("--address", default=None, help="the box's LAN address [default: as the agent saw it]")
+@click.option(
+    "--address", default=None, help="the box's LAN address [default: as the agent saw it]"
+)
 def connect(link: str, data: Path | None, address: str | None) -> None:
     """Pair the box with a console, using the one-time link the console made."""
     from lanlock import __version__

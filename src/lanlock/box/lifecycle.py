@@ -22,7 +22,7 @@ import httpx
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from lanlock import errors, names, pki
+from lanlock import defaults, errors, names, pki
 from lanlock.box.cloud_client import CloudAnswer, post_x509, x509_payload
 from lanlock.box.settings import BoxConfig
 from lanlock.box.tls_store import CertificateUnreadable, Pair, PairDamaged, TLSStore
@@ -31,7 +31,6 @@ log = logging.getLogger("lanlock.box.lifecycle")
 
 RENEW_FRACTION = 2 / 3  # renew when two thirds of the lifetime have passed ...
 RENEW_MARGIN = dt.timedelta(days=10)  # ... or when ten days remain, whichever comes first
-HOMEPAGE_CHECK_INTERVAL = 10.0  # seconds: opening the homepage checks at most this often
 REQUEST_TIMEOUT = 20.0
 
 
@@ -57,8 +56,8 @@ class BoxState:
 class Backoff:
     """Exponential back-off with jitter, capped: a failing cloud is retried, not hammered."""
 
-    first: float = 30.0
-    cap: float = 3600.0
+    first: float = defaults.RETRY_FIRST
+    cap: float = defaults.RETRY_CAP
     failures: int = 0
 
     def next_delay(self) -> float:
@@ -112,7 +111,7 @@ class CertificateManager:
 
     # --- when ------------------------------------------------------------------------------
 
-    def check_if_stale(self, interval: float = HOMEPAGE_CHECK_INTERVAL) -> BoxState:
+    def check_if_stale(self, interval: float = defaults.HOMEPAGE_CHECK_INTERVAL) -> BoxState:
         """check(), unless one ran less than ``interval`` seconds ago (the homepage's rule)."""
         if time.monotonic() - self._last_check < interval:
             return self.state

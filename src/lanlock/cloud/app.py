@@ -1,7 +1,7 @@
 """The cloud's HTTP API: ``POST /iot/x509``, ``GET /healthz``, ``GET /metrics``.
 
 ``/metrics`` shares the API's listener, which faces every box (and so the internet): it answers
-only ``Authorization: Bearer <LANLOCK_METRICS_TOKEN>`` (compared in constant time), and is off
+only ``Authorization: Bearer <LANLOCK_CLOUD_METRICS_TOKEN>`` (compared in constant time), and is off
 (404) when no token is set. A bearer token rather than a second listener: one port to expose,
 and Prometheus sends the header natively (``authorization.credentials``).
 """
@@ -66,7 +66,7 @@ def create_app(
     async def metrics(request: Request) -> Response:
         if not metrics_token:
             return JSONResponse(
-                {"detail": "metrics are off: set LANLOCK_METRICS_TOKEN to serve them"},
+                {"detail": "metrics are off: set LANLOCK_CLOUD_METRICS_TOKEN to serve them"},
                 status_code=404,
             )
         if not _bearer_matches(request.headers.get("authorization", ""), metrics_token):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from cryptography.exceptions import InvalidKey
 from sqlalchemy.exc import IntegrityError
 
-from lanlock import pki
+from lanlock import defaults, names, pki
 from lanlock.store import Store
 from lanlock.store.models import AuthorityRecord
 
@@ -14,6 +16,20 @@ LOCAL_CA = "local"
 
 class AuthorityError(RuntimeError):
     """The stored CA cannot be used as configured; the message says why and what to do."""
+
+
+class Root(NamedTuple):
+    root_pem: str
+    zone: str
+
+
+def root_certificate(store: Store, secret: bytes, zone: str | None = None) -> Root:
+    """The root that browsers and boxes trust, and the zone it vouches for: the store's CA knows
+    its zone, so ``zone`` is only a check (and the zone of a CA made now, the default's if none).
+    The CA is opened with ``secret`` on the way: a lost key shows here, not at the next issuance."""
+    record = _read(store)
+    wanted = names.normalize_zone(zone or (record.zone if record else defaults.ZONE))
+    return Root(load_or_create_authority(store, wanted, secret).root_pem, wanted)
 
 
 def load_or_create_authority(store: Store, zone: str, secret: bytes) -> pki.CertificateAuthority:

@@ -9,24 +9,31 @@ from typing import Any
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from lanlock.cloud import admin
+from lanlock import defaults
+from lanlock.cloud import admin, authority
 from lanlock.cloud.authority import AuthorityError
-from lanlock.cloud.secret import SecretKeyError
-from lanlock.cloud.server import DEFAULT_PORT, DEFAULT_ZONE, CloudSettings, open_store
+from lanlock.cloud.secret import SecretKeyError, load_or_create_secret
+from lanlock.cloud.server import CloudSettings, open_store
 from lanlock.cloud.throttle import IssuanceBudget
-from lanlock.config import RoleGroup, default_data_dir, emit, json_flag, option
+from lanlock.config import (
+    RoleGroup,
+    default_data_dir,
+    emit,
+    json_flag,
+    zone_option,
+)
 from lanlock.names import InvalidName
 from lanlock.store import StoreConfigError
 
 
 def store_options(command: Any) -> Any:
-    command = option(
+    command = click.option(
         "--store",
         default=None,
         metavar="URL",
         help="SQLAlchemy URL of the store [default: sqlite in the data folder]",
     )(command)
-    return option(
+    return click.option(
         "--data",
         type=click.Path(path_type=Path),
         default=None,
@@ -51,53 +58,74 @@ def settings_from(data: Path | None, store: str | None, **kw: Any) -> CloudSetti
     store_errors=(SQLAlchemyError,),
 )
 def cloud() -> None:
-    """The vendor's cloud: subscriptions, eligibility, certificates."""
+    """The vendor's cloud: subscriptions, eligibility, certificates.
+
+    The CA's keys are encrypted in the store with the cloud's secret key: LANLOCK_SECRET_KEY,
+    the same for every replica of one store, or else the file secret.key in the data folder
+    (made at first start).
+    """
 
 
 @cloud.command()
 @store_options
-@option("--host", default="127.0.0.1", show_default=True)
-@option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
-@option("--zone", default=DEFAULT_ZONE, show_default=True, help="the IoT zone")
-@option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
-@option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
-@option(
+@click.option("--host", default=defaults.LOOPBACK, show_default=True, help="address to listen on")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=defaults.CLOUD_PORT,
+    show_default=True,
+    help="port to listen on",
+)
+@zone_option(default=defaults.ZONE, show_default=True)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="serve HTTPS with this certificate chain (PEM)",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="the private key of --tls-cert (PEM)",
+)
+@click.option(
     "--lifetime-days",
     type=click.IntRange(1, 397),
-    default=90,
+    default=defaults.CERTIFICATE_LIFETIME_DAYS,
     show_default=True,
     help="lifetime of certificates from the embedded CA",
 )
-@option(
+@click.option(
     "--failure-limit",
     type=click.IntRange(1),
-    default=10,
+    default=defaults.FAILURE_LIMIT,
     show_default=True,
     help="failed credential attempts per source / database before 429",
 )
-@option(
+@click.option(
     "--failure-window",
     type=click.FloatRange(1),
-    default=60.0,
+    default=defaults.FAILURE_WINDOW,
     show_default=True,
     help="seconds over which failures are counted",
 )
-@option(
+@click.option(
     "--issuer",
     type=click.Choice(["local", "acme"]),
-    default="local",
+    default=defaults.ISSUER,
     show_default=True,
     help="where certificates come from: the embedded CA, or an ACME CA",
 )
-@option("--acme-directory", default=None, metavar="URL", help="the ACME CA's directory URL")
-@option(
+@click.option("--acme-directory", default=None, metavar="URL", help="the ACME CA's directory URL")
+@click.option(
     "--acme-ca-bundle",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
     help="CA bundle for the ACME CA's HTTPS [default: system store]",
 )
-@option("--acme-email", default=None, help="contact address of the ACME account")
-@option(
+@click.option("--acme-email", default=None, help="contact address of the ACME account")
+@click.option(
     "--zone-dns",
     multiple=True,
     metavar="HOST:PORT",
@@ -105,42 +133,42 @@ def cloud() -> None:
     help="the zone's authoritative servers, asked before answering a DNS-01 challenge "
     "[default: the zone's NS]; repeatable",
 )
-@option(
+@click.option(
     "--metrics-token",
     default=None,
     metavar="TOKEN",
     help="serve /metrics to the bearer of this token; off without one (give it in the "
     "environment: a command line is visible to every user of the machine)",
 )
-@option(
+@click.option(
     "--box-issuance-limit",
     type=click.IntRange(1),
     default=IssuanceBudget.per_box,
     show_default=True,
     help="new certificates one box may get per --issuance-window (reuse never counts)",
 )
-@option(
+@click.option(
     "--subscription-issuance-factor",
     type=click.IntRange(1),
     default=IssuanceBudget.per_box_slot,
     show_default=True,
     help="new certificates a subscription may get per --issuance-window, per box it may have",
 )
-@option(
+@click.option(
     "--issuance-window",
     type=click.FloatRange(60),
     default=IssuanceBudget.window,
     show_default=True,
     help="seconds over which new certificates are counted",
 )
-@option(
+@click.option(
     "--audit-days",
     type=click.FloatRange(1),
     default=CloudSettings.audit_days,
     show_default=True,
     help="days the audit trail keeps a request's row",
 )
-@option(
+@click.option(
     "--trusted-proxy",
     multiple=True,
     metavar="CIDR",
@@ -174,6 +202,7 @@ def database() -> None:
     type=click.Choice(["production", "staging", "development", "duplicate"]),
     default="production",
     show_default=True,
+    help="what the database is for (only production databases get certificates)",
 )
 @store_options
 @json_flag
@@ -212,7 +241,9 @@ STATES = click.Choice(["in_progress", "draft", "paused", "closed"])
 @subscription.command("add")
 @click.argument("code")
 @click.option("--database", "database_uuid", required=True, help="the database's UUID")
-@click.option("--state", type=STATES, default="in_progress", show_default=True)
+@click.option(
+    "--state", type=STATES, default="in_progress", show_default=True, help="the contract's state"
+)
 @click.option(
     "--iot-boxes",
     type=click.IntRange(0),
@@ -242,8 +273,10 @@ def subscription_add(
 
 @subscription.command("set")
 @click.argument("code")
-@click.option("--state", type=STATES, default=None)
-@click.option("--iot-boxes", type=click.IntRange(0), default=None)
+@click.option("--state", type=STATES, default=None, help="the contract's new state")
+@click.option(
+    "--iot-boxes", type=click.IntRange(0), default=None, help="the new quantity of IoT boxes"
+)
 @store_options
 @json_flag
 def subscription_set(
@@ -295,16 +328,20 @@ def ca() -> None:
 
 @ca.command("root")
 @store_options
-@option("--zone", default=DEFAULT_ZONE, show_default=True, help="the IoT zone")
+@zone_option(
+    default=None,
+    help="the IoT zone the store's CA must be for; without it, the CA's own zone (and "
+    f"{defaults.ZONE} for a CA made now)",
+)
 @json_flag
-def ca_root(data: Path | None, store: str | None, zone: str, as_json: bool) -> None:
+def ca_root(data: Path | None, store: str | None, zone: str | None, as_json: bool) -> None:
     """Print the root certificate (PEM) that browsers and boxes trust; made if missing."""
-    from lanlock.cloud.server import build_service
-
-    settings = settings_from(data, store, zone=zone)
-    service = build_service(settings, _store(data, store))
-    root = service.issuer.ca.root_pem  # type: ignore[attr-defined]
-    emit({"root_pem": root, "zone": service.settings.zone}, as_json, root.rstrip())
+    settings = settings_from(data, store)
+    opened = open_store(settings)
+    root = authority.root_certificate(
+        opened, load_or_create_secret(settings.data_dir / "secret.key"), zone
+    )
+    emit(root._asdict(), as_json, root.root_pem.rstrip())
 
 
 def _host_port(value: str) -> tuple[str, int]:

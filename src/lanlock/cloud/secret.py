@@ -10,7 +10,8 @@ import os
 import secrets
 from pathlib import Path
 
-SECRET_ENV = "LANLOCK_SECRET_KEY"  # noqa: S105 - the variable's name, not a secret
+from lanlock.config import SECRET_KEY_VARIABLE
+
 MIN_SECRET_CHARS = 16
 
 
@@ -20,9 +21,11 @@ class SecretKeyError(RuntimeError):
 
 def load_or_create_secret(path: Path, environ: dict[str, str] | None = None) -> bytes:
     environ = dict(os.environ) if environ is None else environ
-    if value := environ.get(SECRET_ENV, "").strip():
+    if value := environ.get(SECRET_KEY_VARIABLE, "").strip():
         if len(value) < MIN_SECRET_CHARS:
-            raise SecretKeyError(f"{SECRET_ENV} must be at least {MIN_SECRET_CHARS} characters")
+            raise SecretKeyError(
+                f"{SECRET_KEY_VARIABLE} must be at least {MIN_SECRET_CHARS} characters"
+            )
         return value.encode()
     try:
         return _read_secret_file(path)

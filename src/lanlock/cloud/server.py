@@ -7,7 +7,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from lanlock import names
+from lanlock import defaults, names
 from lanlock.cloud.app import create_app
 from lanlock.cloud.authority import load_or_create_authority
 from lanlock.cloud.issuers import Issuer
@@ -20,28 +20,25 @@ from lanlock.cloud.x509 import X509Service, X509Settings
 from lanlock.store import Store
 from lanlock.web_common import run_server
 
-DEFAULT_ZONE = "iot.localhost"
-DEFAULT_PORT = 8700
-
 
 @dataclass
 class CloudSettings:
     data_dir: Path
     store_url: str | None = None
-    zone: str = DEFAULT_ZONE
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    lifetime_days: int = 90
+    zone: str = defaults.ZONE
+    host: str = defaults.LOOPBACK
+    port: int = defaults.CLOUD_PORT
+    lifetime_days: int = defaults.CERTIFICATE_LIFETIME_DAYS
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    failure_limit: int = 10
-    failure_window: float = 60.0
-    issuer: str = "local"
+    failure_limit: int = defaults.FAILURE_LIMIT
+    failure_window: float = defaults.FAILURE_WINDOW
+    issuer: str = defaults.ISSUER
     acme_directory: str | None = None
     acme_ca_bundle: str | None = None
     acme_email: str | None = None
     zone_dns: tuple[tuple[str, int], ...] = ()
-    lease_seconds: float = 300.0
+    lease_seconds: float = defaults.LEASE_SECONDS
     metrics_token: str | None = None
     trusted_proxy: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     box_issuance_limit: int = IssuanceBudget.per_box

@@ -31,7 +31,7 @@ from sqlalchemy.exc import InterfaceError as SQLInterfaceError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from lanlock import errors, names, pki
+from lanlock import defaults, errors, names, pki
 from lanlock.cloud import audit, csr_policy, eligibility, limits, nonces, registration, throttle
 from lanlock.cloud.issuance import Issuance
 from lanlock.cloud.issuers import Issuer, IssuerUnavailable
@@ -58,10 +58,10 @@ class Answer:
 @dataclass
 class X509Settings:
     zone: str
-    lease_seconds: float = 120.0
+    lease_seconds: float = defaults.LEASE_SECONDS
     lease_wait_seconds: float = 60.0
-    failure_limit: int = 10
-    failure_window: float = 60.0
+    failure_limit: int = defaults.FAILURE_LIMIT
+    failure_window: float = defaults.FAILURE_WINDOW
     issuance: throttle.IssuanceBudget = field(default_factory=throttle.IssuanceBudget)
     audit_days: float = 400.0  # a year and a month: this year's events beside last year's
 

@@ -8,10 +8,11 @@ from typing import Any
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from lanlock.config import RoleGroup, default_data_dir, emit, json_flag, option
+from lanlock import defaults
+from lanlock.config import RoleGroup, action_flag, default_data_dir, emit, json_flag
 from lanlock.console import boxes as box_cards
 from lanlock.console import pairing, record, server
-from lanlock.console.server import DEFAULT_HOST, DEFAULT_PORT, ConsoleSettings, open_console
+from lanlock.console.server import ConsoleSettings, open_console
 from lanlock.masking import masked_code
 from lanlock.names import InvalidName
 from lanlock.passwords import PASSWORD_FILE
@@ -19,13 +20,13 @@ from lanlock.store import Store, StoreConfigError
 
 
 def console_options(command: Any) -> Any:
-    command = option(
+    command = click.option(
         "--store",
         default=None,
         metavar="URL",
         help="SQLAlchemy URL of the console's store [default: sqlite in the data folder]",
     )(command)
-    return option(
+    return click.option(
         "--data",
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
@@ -66,22 +67,28 @@ def console() -> None:
 
 @console.command()
 @console_options
-@option("--host", default=DEFAULT_HOST, show_default=True, help="address to listen on")
-@option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
-@option(
+@click.option("--host", default=defaults.LOOPBACK, show_default=True, help="address to listen on")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=defaults.CONSOLE_PORT,
+    show_default=True,
+    help="port to listen on",
+)
+@click.option(
     "--public-url",
     default=None,
     metavar="URL",
     help="the URL boxes and browsers reach the console at, put in pairing links "
     "[default: http://HOST:PORT]",
 )
-@option(
+@click.option(
     "--tls-cert",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
     help="serve HTTPS with this certificate chain (PEM); the session cookie is then Secure",
 )
-@option(
+@click.option(
     "--tls-key",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
@@ -179,7 +186,7 @@ def list_boxes(data: Path | None, store: str | None, as_json: bool) -> None:
 
 @console.command()
 @console_options
-@click.option("--reset", is_flag=True, help="make a new password (the old one stops working)")
+@action_flag("--reset", help="make a new password (the old one stops working)")
 def password(data: Path | None, store: str | None, reset: bool) -> None:
     """Show the admin password of the console's pages (or make a new one)."""
     opened, settings = _open(data, store)

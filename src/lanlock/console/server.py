@@ -6,13 +6,12 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from lanlock import defaults
 from lanlock.console import record
 from lanlock.console.app import create_app
 from lanlock.store import Store
 from lanlock.web_common import run_server
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8800
 MIGRATIONS = Path(__file__).with_name("migrations")
 DATABASE_FILE = "console.db"
 
@@ -21,8 +20,8 @@ DATABASE_FILE = "console.db"
 class ConsoleSettings:
     data_dir: Path
     store_url: str | None = None
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
+    host: str = defaults.LOOPBACK
+    port: int = defaults.CONSOLE_PORT
     public_url: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -7,13 +7,12 @@ import sys
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from lanlock import names
-from lanlock.config import RoleGroup, default_data_dir, option
+from lanlock import defaults, names
+from lanlock.config import RoleGroup, default_data_dir, zone_option
 from lanlock.dns import server
 from lanlock.dns.worker import TcpLimits, WorkerSettings
 from lanlock.dns.zone import (
     DEFAULT_CAA_ISSUER,
-    DEFAULT_ZONE,
     Zone,
     ZoneError,
     ZoneSettings,
@@ -41,28 +40,28 @@ def dns() -> None:
 
 
 @dns.command()
-@option(
+@click.option(
     "--store",
     default=None,
     metavar="URL",
     help="SQLAlchemy URL of the store shared with the cloud [default: the cloud's default store]",
 )
-@option("--zone", default=DEFAULT_ZONE, show_default=True, help="the IoT zone")
-@option("--host", default=server.DEFAULT_HOST, show_default=True, help="address to listen on")
-@option(
+@zone_option(default=defaults.ZONE, show_default=True)
+@click.option("--host", default=defaults.LOOPBACK, show_default=True, help="address to listen on")
+@click.option(
     "--port",
     type=click.IntRange(0, 65535),
-    default=server.DEFAULT_PORT,
+    default=defaults.DNS_PORT,
     show_default=True,
     help="UDP and TCP port",
 )
-@option(
+@click.option(
     "--workers",
     type=click.IntRange(0, 256),
     default=0,
     help="worker processes [default: one per core; always 1 without Linux's SO_REUSEPORT]",
 )
-@option(
+@click.option(
     "--ns",
     "nameservers",
     multiple=True,
@@ -70,7 +69,7 @@ def dns() -> None:
     help="a name server of the zone and its address (glue); repeat for more names and "
     "addresses [default: ns1.<zone>=127.0.0.1]",
 )
-@option(
+@click.option(
     "--caa-issuer",
     multiple=True,
     default=[DEFAULT_CAA_ISSUER],
@@ -78,31 +77,31 @@ def dns() -> None:
     metavar="DOMAIN",
     help="the only CA allowed to issue for the zone (CAA issue and issuewild); repeat for more",
 )
-@option(
+@click.option(
     "--site-address",
     multiple=True,
     metavar="IP",
     help="A/AAAA of the zone's apex (the vendor's site); repeat for more",
 )
-@option(
+@click.option(
     "--hostmaster",
     default=None,
     metavar="NAME",
     help="the SOA's contact in DNS form (hostmaster.example.com) [default: hostmaster.<zone>]",
 )
-@option(
+@click.option(
     "--allow-public",
     is_flag=True,
     help="also answer names of public addresses (by default only LAN ranges)",
 )
-@option(
+@click.option(
     "--rrl",
     type=click.FloatRange(0),
     default=0.0,
     metavar="N",
     help="response-rate limit: UDP answers a second per source /24 or /56, per worker; 0: off",
 )
-@option(
+@click.option(
     "--tcp-idle-timeout",
     type=click.FloatRange(0.1),
     default=TCP_DEFAULTS.idle_timeout,
@@ -110,7 +109,7 @@ def dns() -> None:
     metavar="SECONDS",
     help="close a TCP connection without a query for this long",
 )
-@option(
+@click.option(
     "--tcp-max-lifetime",
     type=click.FloatRange(0.1),
     default=TCP_DEFAULTS.lifetime,
@@ -118,7 +117,7 @@ def dns() -> None:
     metavar="SECONDS",
     help="close a TCP connection this long after it opened, however busy",
 )
-@option(
+@click.option(
     "--tcp-max-queries",
     type=click.IntRange(1),
     default=TCP_DEFAULTS.max_queries,
@@ -126,7 +125,7 @@ def dns() -> None:
     metavar="N",
     help="close a TCP connection after answering this many queries on it",
 )
-@option(
+@click.option(
     "--tcp-max-connections",
     type=click.IntRange(1),
     default=TCP_DEFAULTS.max_connections,
@@ -134,7 +133,7 @@ def dns() -> None:
     metavar="N",
     help="open TCP connections per worker",
 )
-@option(
+@click.option(
     "--tcp-max-per-source",
     type=click.IntRange(1),
     default=TCP_DEFAULTS.max_per_source,

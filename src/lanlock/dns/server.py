@@ -30,14 +30,13 @@ from types import FrameType
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from lanlock import defaults
 from lanlock.dns.worker import WorkerSettings, configure_logging, run_worker
 from lanlock.dns.zone import Zone
 from lanlock.store import Store
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 5353
 MAX_RESTARTS = 10  # worker deaths tolerated within RESTART_WINDOW; past that the server exits
 RESTART_WINDOW = 60.0
 STOP_GRACE = 5.0  # seconds a worker gets to exit after SIGTERM before it is killed
@@ -53,8 +52,8 @@ class PortInUse(OSError):
 @dataclass(frozen=True)
 class ServerSettings:
     worker: WorkerSettings
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
+    host: str = defaults.LOOPBACK
+    port: int = defaults.DNS_PORT
     workers: int = 0  # 0: one per core
 
 

@@ -86,13 +86,13 @@ def _make_engine(url: str, pool_size: int) -> Engine:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise StoreConfigError(
-            f"{url!r} is not a store URL; give --store (or LANLOCK_STORE) as sqlite:///PATH or "
-            "postgresql+psycopg://USER@HOST/DB"
+            f"{url!r} is not a store URL; give --store (or the role's LANLOCK_<ROLE>_STORE) as "
+            "sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
         ) from exc
     if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
         raise StoreConfigError(
             f"stores are SQLite or PostgreSQL, not {parsed.get_backend_name()}: give --store "
-            "(or LANLOCK_STORE) as sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+            "(or the role's LANLOCK_<ROLE>_STORE) as sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
         )
     if parsed.get_backend_name() != "sqlite":
         return create_engine(

@@ -1,0 +1,40 @@
+"""Every default of lanlock's settings, written once.
+
+The command line shows these (``--help``, docs/configuration.md) and the settings classes start
+from them, so a role that runs without options and one built in code behave alike. Nothing here
+imports anything: every role, even a box's lean install, reads this module.
+"""
+
+from __future__ import annotations
+
+LOOPBACK = "127.0.0.1"  # every server listens on loopback until told otherwise
+ZONE = "iot.localhost"  # *.localhost resolves to loopback in browsers: no DNS set-up to try lanlock
+
+# --- cloud -----------------------------------------------------------------------------------
+CLOUD_PORT = 8700
+CLOUD_URL = f"http://{LOOPBACK}:{CLOUD_PORT}"
+ISSUER = "local"  # the embedded CA
+CERTIFICATE_LIFETIME_DAYS = 90
+FAILURE_LIMIT = 10  # failed credential attempts per source / database before 429
+FAILURE_WINDOW = 60.0  # seconds
+# A scope's issuance lease: long enough for an ACME order (DNS propagation, validation), short
+# enough that a crashed replica's lease frees the scope soon.
+LEASE_SECONDS = 300.0
+
+# --- console ---------------------------------------------------------------------------------
+CONSOLE_PORT = 8800
+
+# --- dns -------------------------------------------------------------------------------------
+DNS_PORT = 5353  # unprivileged; production gives --port 53
+
+# --- box -------------------------------------------------------------------------------------
+BOX_HTTP_PORT = 8900
+BOX_HTTPS_PORT = 8943
+BOX_REQUEST_ADDRESS = "10.0.0.7"  # `lanlock box request` is a diagnostic: any LAN address will do
+RETRY_FIRST = 30.0  # seconds before the first retry after a failed load, then doubling …
+RETRY_CAP = 3600.0  # … up to an hour
+HOMEPAGE_CHECK_INTERVAL = 10.0  # seconds: opening the homepage checks at most this often
+REPORT_INTERVAL = 60.0  # seconds between status reports to the console when nothing changes
+
+# --- demo ------------------------------------------------------------------------------------
+DEMO_DATA = ".lanlock/demo"
