@@ -23,9 +23,11 @@ LEASE_SECONDS = 300.0
 
 # --- console ---------------------------------------------------------------------------------
 CONSOLE_PORT = 8800
+CONSOLE_URL = f"http://{LOOPBACK}:{CONSOLE_PORT}"  # what pairing links name until one is set
 
 # --- dns -------------------------------------------------------------------------------------
 DNS_PORT = 5353  # unprivileged; production gives --port 53
+CAA_ISSUER = "letsencrypt.org"  # the CA the zone's CAA record allows by default
 
 # --- box -------------------------------------------------------------------------------------
 BOX_HTTP_PORT = 8900

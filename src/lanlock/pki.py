@@ -23,10 +23,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
+from lanlock import defaults
+
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
-DEFAULT_LEAF_LIFETIME = dt.timedelta(days=90)
+DEFAULT_LEAF_LIFETIME = dt.timedelta(days=defaults.CERTIFICATE_LIFETIME_DAYS)
 ROOT_LIFETIME = dt.timedelta(days=3650)
 INTERMEDIATE_LIFETIME = dt.timedelta(days=1825)
 # Back-date notBefore a little: a box or browser whose clock runs a few minutes slow must not see

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from lanlock import pki
+from lanlock import defaults, pki
 from lanlock.console import protocol, record
 from lanlock.console.models import ConsoleRecord, PairedBox, PairingCode
 from lanlock.console.protocol import ApiError, refusal
@@ -38,7 +38,6 @@ LIFETIME = dt.timedelta(minutes=15)
 PAIR_PATH = "/iot/pair/"
 # Used and expired codes are kept a day, so that a late box hears "expired" (410), not 404.
 KEPT_AFTER_EXPIRY = dt.timedelta(days=1)
-DEFAULT_PUBLIC_URL = "http://127.0.0.1:8800"
 _CODE = re.compile(r"[A-Za-z0-9_-]{43}")
 NO_SUBSCRIPTION = "set the subscription code in the console's settings first"
 
@@ -79,7 +78,7 @@ def checked_name(name: str | None) -> str | None:
 
 def console_url(console: ConsoleRecord) -> str:
     """The URL boxes reach the console at, as ``serve`` recorded it."""
-    return console.public_url or DEFAULT_PUBLIC_URL
+    return console.public_url or defaults.CONSOLE_URL
 
 
 def pair(store: Store, code: str, body: bytes) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from lanlock.config import RoleGroup, default_data_dir, zone_option
 from lanlock.dns import server
 from lanlock.dns.worker import TcpLimits, WorkerSettings
 from lanlock.dns.zone import (
-    DEFAULT_CAA_ISSUER,
     Zone,
     ZoneError,
     ZoneSettings,
@@ -72,7 +71,7 @@ def dns() -> None:
 @click.option(
     "--caa-issuer",
     multiple=True,
-    default=[DEFAULT_CAA_ISSUER],
+    default=[defaults.CAA_ISSUER],
     show_default=True,
     metavar="DOMAIN",
     help="the only CA allowed to issue for the zone (CAA issue and issuewild); repeat for more",

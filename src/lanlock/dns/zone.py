@@ -30,10 +30,8 @@ import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
 
-from lanlock import names
+from lanlock import defaults, names
 
-DEFAULT_ZONE = "iot.localhost"
-DEFAULT_CAA_ISSUER = "letsencrypt.org"
 CHALLENGE_LABEL = "_acme-challenge"
 DMARC_LABEL = "_dmarc"
 SPF_POLICY = "v=spf1 -all"  # the zone sends no mail: every sender fails SPF
@@ -59,9 +57,9 @@ class NameServer:
 class ZoneSettings:
     """What an operator sets; :class:`Zone` turns it into records."""
 
-    zone: str = DEFAULT_ZONE
+    zone: str = defaults.ZONE
     nameservers: tuple[NameServer, ...] = ()
-    caa_issuers: tuple[str, ...] = (DEFAULT_CAA_ISSUER,)
+    caa_issuers: tuple[str, ...] = (defaults.CAA_ISSUER,)
     site_addresses: tuple[names.Address, ...] = ()
     allow_public: bool = False
     hostmaster: str = ""  # the SOA's RNAME; default: hostmaster.<zone>
