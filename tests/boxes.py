@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +16,7 @@ from lanlock import pki
 from lanlock.box.cloud_client import CloudAnswer, read_answer, signed_body, x509_payload
 from lanlock.cloud import admin
 from lanlock.store import Store
+from tests.threads import Span, run_together
 
 
 @dataclass
@@ -52,13 +56,31 @@ class TestBox:
         return payload | override
 
     def post_body(self, body: bytes, content_type: str = "application/jose+json") -> httpx.Response:
-        return httpx.post(
-            self.cloud_url + "/iot/x509",
-            content=body,
-            headers={"Content-Type": content_type},
-            timeout=30,
-        )
+        with httpx.Client(timeout=30) as http:
+            return post_x509(http, self.cloud_url, body, content_type)
 
     def ask(self, customer: Customer, **override: Any) -> CloudAnswer:
         body = signed_body(self.device_key, self.payload(customer, **override))
         return read_answer(self.post_body(body))
+
+
+def post_x509(
+    http: httpx.Client, cloud_url: str, body: bytes, content_type: str = "application/jose+json"
+) -> httpx.Response:
+    """``POST /iot/x509`` as a box sends it."""
+    return http.post(cloud_url + "/iot/x509", content=body, headers={"Content-Type": content_type})
+
+
+def post_together(
+    requests: Sequence[tuple[str, bytes]], seconds: float
+) -> tuple[list[httpx.Response], list[Span]]:
+    """Each (cloud URL, body) posted from its own thread, all released at one instant, within
+    ``seconds``; the responses, and when each request was in flight."""
+    with contextlib.ExitStack() as stack:
+        # Made before the release: building a client's TLS context costs milliseconds of CPU.
+        clients = [stack.enter_context(httpx.Client(timeout=seconds)) for _ in requests]
+        calls = [
+            functools.partial(post_x509, http, url, body)
+            for http, (url, body) in zip(clients, requests, strict=True)
+        ]
+        return run_together(calls, seconds)

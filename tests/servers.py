@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import selectors
 import signal
 import socket
 import ssl
@@ -96,6 +97,35 @@ def stop_process(process: subprocess.Popen[bytes], grace: float = 15) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+def read_until(process: subprocess.Popen, marker: str, seconds: float) -> str:
+    """What ``process`` wrote to its stdout pipe, up to and including ``marker``.
+
+    A process that ends its output first, or is still short of ``marker`` after ``seconds``, is
+    killed, and the error shows everything it wrote.
+    """
+    assert process.stdout is not None, "the process's stdout is not a pipe"
+    fd, wanted, output = process.stdout.fileno(), marker.encode(), b""
+    deadline = time.monotonic() + seconds
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while wanted not in output:
+            remaining = deadline - time.monotonic()
+            chunk = os.read(fd, 65536) if remaining > 0 and selector.select(remaining) else None
+            if not chunk:  # the deadline passed (None) or the pipe closed (b"")
+                process.kill()
+                rest, errors = process.communicate(timeout=10)
+                raise AssertionError(
+                    f"no {marker!r} from the process within {seconds:g} s; it wrote:\n"
+                    f"{output.decode(errors='replace')}{_text(rest)}{_text(errors)}"
+                )
+            output += chunk
+    return output.decode(errors="replace")
+
+
+def _text(output: str | bytes | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
 
 
 def lanlock_command(*args: str, python: str = sys.executable) -> list[str]:
@@ -249,14 +279,6 @@ class RunningBox:
                     return state
             time.sleep(0.1)
         raise AssertionError(f"state never matched; last: {state}\n{self.log.read_text()}")
-
-    def metrics(self) -> str:
-        """``/metrics`` as the operator reads it, with the bearer token."""
-        answer = httpx.get(
-            self.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
-        )
-        answer.raise_for_status()
-        return answer.text
 
     def stop(self) -> None:
         stop_process(self.process)

@@ -6,13 +6,16 @@ to a real cloud, and records when each request came, so that tests can count ret
 
 from __future__ import annotations
 
-import threading
+import sys
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+
+from tests.threads import Threads
 
 
 class StandIn:
@@ -34,6 +37,7 @@ class StandIn:
                         standin.forward_to + self.path,
                         content=body,
                         headers={"Content-Type": "application/jose+json"},
+                        timeout=20,  # as long as the box waits
                     )
                     status, payload = answer.status_code, answer.content
                 else:
@@ -50,15 +54,37 @@ class StandIn:
         return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    """Keeps what a request's thread raised (forwarding to the cloud, say) for the test."""
+
+    def __init__(self, standin: StandIn) -> None:
+        super().__init__(("127.0.0.1", 0), standin.handler())
+        self.failures: list[BaseException] = []
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        failure = sys.exc_info()[1]
+        if failure is not None and not isinstance(failure, ConnectionError):  # a box gone away
+            self.failures.append(failure)
+
+
 @contextmanager
 def standin_cloud(status: int) -> Iterator[StandIn]:
+    """The stand-in on a free loopback port. What one of its threads raised is raised at the
+    end of the block, or told in a note on the error that ends it (a box that got no answer)."""
     standin = StandIn(status)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), standin.handler())
+    server = _Server(standin)
     standin.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    serving = Threads()
+    serving.start(server.serve_forever, name="stand-in")
     try:
         yield standin
+    except BaseException as error:
+        for failure in server.failures:
+            error.add_note("the stand-in raised:\n" + "".join(traceback.format_exception(failure)))
+        raise
     finally:
         server.shutdown()
         server.server_close()
+        serving.join(10)
+    if server.failures:
+        raise server.failures[0]

@@ -8,12 +8,11 @@ import shlex
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from tests.realparts import require
-from tests.servers import free_port, lanlock_command
+from tests.servers import free_port, lanlock_command, read_until
 
 
 @contextlib.contextmanager
@@ -27,15 +26,9 @@ def running_demo(data: Path, ports: list[int]) -> Iterator[str]:
         text=True,
     )
     try:
-        lines: list[str] = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            line = process.stdout.readline()
-            lines.append(line)
-            if "Ctrl-C stops every part" in line:
-                break
-        assert process.poll() is None, "".join(lines)
-        yield "".join(lines)
+        output = read_until(process, "Ctrl-C stops every part", seconds=120)
+        assert process.poll() is None, output
+        yield output
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0

@@ -1,8 +1,10 @@
-"""Rotation never drops a connection; a crash at any instant leaves a whole pair (DESIGN §5)."""
+"""Rotation never drops a connection; a crash at any instant leaves both pairs whole
+(docs/design.md §8)."""
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import random
 import signal
 import socket
@@ -12,21 +14,24 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from lanlock import pki
 from lanlock.box.agent import Agent, BoxSettings
-from lanlock.box.tls_store import TLSStore
+from lanlock.box.tls_store import Pair, TLSStore
 from lanlock.store import Store
 from tests.box.test_lifecycle import give_credentials, host_of, served_certificate
 from tests.boxes import Customer
 from tests.servers import (
     RunningCloud,
     free_port,
+    read_until,
     running_cloud,
     start_box,
 )
+from tests.threads import Threads
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +57,18 @@ def agent(tmp_path, cloud) -> Iterator[Agent]:
             cloud_url=cloud.url,
         )
     )
-    thread = threading.Thread(target=lambda: asyncio.run(running.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while running.manager.state.state != "valid":
-        assert time.monotonic() < deadline, running.manager.state
-        time.sleep(0.05)
-    yield running
-    running.stop()
-    thread.join(15)
+    serving = Threads()
+    serving.start(lambda: asyncio.run(running.serve()), name="agent")
+    try:
+        deadline = time.monotonic() + 30
+        while running.manager.state.state != "valid":
+            serving.raise_failure()
+            assert time.monotonic() < deadline, running.manager.state
+            time.sleep(0.05)
+        yield running
+    finally:
+        running.stop()
+        serving.join(15)
 
 
 class Prober:
@@ -71,7 +79,7 @@ class Prober:
         self.serials: list[int] = []
         self.failures: list[str] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._threads = Threads()
 
     def _run(self) -> None:
         context = ssl.create_default_context()
@@ -100,13 +108,17 @@ class Prober:
             leaf = pki.x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
             return leaf.serial_number
 
+    def raise_failure(self) -> None:
+        """Raise what stopped the prober, if anything but a failed request did."""
+        self._threads.raise_failure()
+
     def __enter__(self) -> Prober:
-        self._thread.start()
+        self._threads.start(self._run, name="prober")
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
-        self._thread.join(30)
+        self._threads.join(30)
 
 
 def test_twenty_rotations_under_load_fail_no_request(agent, cloud):
@@ -120,6 +132,7 @@ def test_twenty_rotations_under_load_fail_no_request(agent, cloud):
             seen_before = len(prober.serials)
             deadline = time.monotonic() + 30
             while len(prober.serials) < seen_before + 3:  # connections made after the switch
+                prober.raise_failure()
                 assert time.monotonic() < deadline, f"no new connection since: {prober.failures}"
                 time.sleep(0.01)
     assert prober.failures == []
@@ -130,6 +143,63 @@ def test_twenty_rotations_under_load_fail_no_request(agent, cloud):
     order = {serial: index for index, serial in enumerate(installed)}
     positions = [order[s] for s in prober.serials]
     assert positions == sorted(positions)
+
+
+class KeptAlive:
+    """One verified TLS connection to the box under its name, with HTTP requests one after
+    another on it (keep-alive), never silently opened again."""
+
+    def __init__(self, port: int, host: str, root: Path) -> None:
+        context = ssl.create_default_context(cafile=str(root))
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self._tls = context.wrap_socket(raw, server_hostname=host)
+        self._http = http.client.HTTPConnection(host, port)
+        self._http.sock = self._tls
+        self._http.auto_open = 0  # a closed connection raises instead of being replaced
+
+    def get_status(self) -> None:
+        self._http.request("GET", "/status.json")
+        response = self._http.getresponse()
+        body = response.read()
+        assert response.status == 200, body
+        assert self._http.sock is self._tls, "the box closed the connection after answering"
+
+    def leaf(self) -> pki.x509.Certificate:
+        return pki.x509.load_der_x509_certificate(self._tls.getpeercert(binary_form=True))
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def test_an_open_connection_keeps_its_certificate_through_a_swap_and_new_ones_get_the_new(
+    agent, cloud, tmp_path
+):
+    root = tmp_path / "root.pem"
+    root.write_text(cloud.root_pem())
+    host, port = host_of(agent.manager.state.url), agent.settings.https_port
+    before = TLSStore(agent.data_dir / "tls").current().leaf
+    kept = KeptAlive(port, host, root)
+    try:
+        kept.get_status()
+        assert kept.leaf() == before
+        swap = Threads()
+        swap.start(lambda: agent.check(force_new=True), name="swap")
+        # Requests on the open connection all through the swap (which also keeps it from being
+        # closed as idle, after uvicorn's 5 s).
+        deadline = time.monotonic() + 60
+        while swap.running():
+            assert time.monotonic() < deadline, "the swap did not end"
+            kept.get_status()
+            time.sleep(0.2)
+        swap.join(0)  # ended: raises what the swap raised, if anything
+        after = TLSStore(agent.data_dir / "tls").current().leaf
+        assert after.serial_number != before.serial_number
+        assert served_certificate(port, host, root) == after  # a new connection: the new one
+        for _ in range(3):
+            kept.get_status()  # the open connection goes on, with the certificate it began with
+        assert kept.leaf() == before
+    finally:
+        kept.close()
 
 
 INSTALLER = """
@@ -151,17 +221,21 @@ while True:
 """
 
 
-def test_sigkill_at_random_moments_during_installs_leaves_a_whole_pair(tmp_path):
+def test_sigkill_at_random_moments_during_installs_leaves_both_pairs_whole(tmp_path):
     ca = pki.CertificateAuthority.create("iot.test")
     sources = tmp_path / "sources"
+    pairs = []
     for number in range(4):
         key = pki.new_private_key()
-        leaf = ca.issue(key.public_key(), [f"*.scope{number}.iot.test"])
+        chain = pki.to_pem(ca.issue(key.public_key(), [f"*.scope{number}.iot.test"])) + ca.chain_pem
         folder = sources / str(number)
         folder.mkdir(parents=True)
-        (folder / "chain.pem").write_text(pki.to_pem(leaf) + ca.chain_pem)
+        (folder / "chain.pem").write_text(chain)
         (folder / "key.pem").write_bytes(pki.private_key_pem(key))
+        pairs.append((chain, key))
     tls_dir = tmp_path / "box" / "tls"
+    for chain, key in pairs[:2]:  # a previous pair as well as a current one, from the start
+        TLSStore(tls_dir).install(chain, key)
     rng = random.Random(20261125)
     names_seen = set()
     for _ in range(50):
@@ -170,14 +244,13 @@ def test_sigkill_at_random_moments_during_installs_leaves_a_whole_pair(tmp_path)
             stdout=subprocess.PIPE,
             text=True,
         )
-        assert installer.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.15))
-        installer.send_signal(signal.SIGKILL)
-        installer.wait(10)
-        pair = TLSStore(tls_dir).current()  # raises if the pointer names a broken pair
-        assert pair is not None
-        pair.ssl_context()  # the pair loads into OpenSSL: files whole, key matching
-        names_seen.add(pair.name)
+        try:
+            read_until(installer, "ready\n", seconds=60)
+            time.sleep(rng.uniform(0.0, 0.15))
+        finally:
+            installer.send_signal(signal.SIGKILL)
+            installer.wait(10)
+        names_seen.add(both_pairs_load(tls_dir).name)
     assert len(names_seen) > 10  # the kills really landed at different moments
     box = start_box(tmp_path / "box")
     try:
@@ -185,6 +258,19 @@ def test_sigkill_at_random_moments_during_installs_leaves_a_whole_pair(tmp_path)
         assert served == TLSStore(tls_dir).current().leaf
     finally:
         box.stop()
+
+
+def both_pairs_load(tls_dir: Path) -> Pair:
+    """The pair in use, once it and the one a damaged current rolls back to have each been read
+    whole (raises if a pointer names a broken pair) and loaded into OpenSSL (files complete, key
+    matching)."""
+    store = TLSStore(tls_dir)
+    current = store.current()
+    assert current is not None, "no current pair"
+    previous = store.read_pair((tls_dir / "previous").read_text(encoding="ascii").strip())
+    for pair in (current, previous):
+        pair.ssl_context()
+    return current
 
 
 def served_certificate_unverified(port: int) -> pki.x509.Certificate:

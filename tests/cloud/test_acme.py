@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
 from lanlock import names, pki
-from lanlock.box.cloud_client import CloudAnswer, read_answer, signed_body
+from lanlock.box.cloud_client import read_answer, signed_body
 from lanlock.store import Store
 from lanlock.store.models import AuditEntry, ChallengeRecord
 from tests.acme import AcmeSystem, ask_like_a_box, start_system
 from tests.box.test_lifecycle import give_credentials, host_of, served_certificate
-from tests.boxes import Customer, TestBox
+from tests.boxes import Customer, TestBox, post_together
 from tests.dns.running import publish, start_dns
 from tests.pebble import RunningPebble, start_pebble
 from tests.servers import RunningBox, fresh_store_url, start_box, start_cloud
+from tests.threads import assert_overlapping
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +177,9 @@ def test_pebble_down_gives_503_and_the_box_recovers(tmp_path):
             system.stop()
 
 
+RACERS = 30  # requests for one scope, half to each cloud
+
+
 def test_two_clouds_on_postgres_place_one_order_for_one_scope(tmp_path):
     with fresh_store_url("postgres", tmp_path) as url:
         system = start_system(tmp_path, url)
@@ -201,12 +203,16 @@ def test_two_clouds_on_postgres_place_one_order_for_one_scope(tmp_path):
             wanted = names.certificate_names(scope, "iot.test")
             csr = pki.csr_pem(pki.build_csr(box.tls_key, wanted))
             bodies = [
-                signed_body(box.device_key, box.payload(customer, csr_pem=csr)) for _ in range(6)
+                signed_body(box.device_key, box.payload(customer, csr_pem=csr))
+                for _ in range(RACERS)
             ]
             orders_before = system.pebble.log.read_text().count("/order-plz")
-            answers = fire(
-                [(c.url, b) for c, b in zip([system.cloud, second] * 3, bodies, strict=True)]
+            clouds = [system.cloud, second] * (RACERS // 2)
+            responses, spans = post_together(
+                [(c.url, b) for c, b in zip(clouds, bodies, strict=True)], seconds=180
             )
+            assert_overlapping(spans)
+            answers = [read_answer(r) for r in responses]
             assert all(a.result for a in answers), answers
             assert len({a.result["x509_pem"] for a in answers}) == 1
             orders = system.pebble.log.read_text().count("/order-plz") - orders_before
@@ -222,26 +228,3 @@ def test_two_clouds_on_postgres_place_one_order_for_one_scope(tmp_path):
         finally:
             second.stop()
             system.stop()
-
-
-def fire(requests: list[tuple[str, bytes]]) -> list[CloudAnswer]:
-    barrier = threading.Barrier(len(requests))
-    answers: list[CloudAnswer | None] = [None] * len(requests)
-
-    def send(index: int, url: str, body: bytes) -> None:
-        with httpx.Client(timeout=120) as client:
-            barrier.wait()
-            answers[index] = read_answer(
-                client.post(
-                    url + "/iot/x509",
-                    content=body,
-                    headers={"Content-Type": "application/jose+json"},
-                )
-            )
-
-    threads = [threading.Thread(target=send, args=(i, u, b)) for i, (u, b) in enumerate(requests)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(180)
-    return answers  # type: ignore[return-value]

@@ -1,4 +1,4 @@
-"""Concurrency rules across two cloud processes sharing one store (DESIGN §4, §9).
+"""Concurrency rules across two cloud processes sharing one store (docs/design.md §6, §11).
 
 The rules must hold on PostgreSQL across processes, not only inside one; SQLite is run too,
 because a small vendor may run two processes on one file.
@@ -6,7 +6,6 @@ because a small vendor may run two processes on one file.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +16,9 @@ from sqlalchemy import func, select
 from lanlock.box.cloud_client import read_answer, signed_body
 from lanlock.store import Store
 from lanlock.store.models import AuditEntry, Box, Certificate
-from tests.boxes import Customer, TestBox
+from tests.boxes import Customer, TestBox, post_together
 from tests.servers import RunningCloud, fresh_store_url, start_cloud
+from tests.threads import assert_overlapping
 
 
 @pytest.fixture(params=["sqlite", "postgres"], scope="module")
@@ -35,32 +35,10 @@ def two_clouds(request, tmp_path_factory) -> Iterator[tuple[RunningCloud, Runnin
 
 
 def fire_at_once(requests: list[tuple[str, bytes]]) -> list[httpx.Response]:
-    """Send every (url, body) from its own thread, released together by a barrier."""
-    barrier = threading.Barrier(len(requests))
-    responses: list[httpx.Response | BaseException] = [None] * len(requests)  # type: ignore[list-item]
-
-    def send(index: int, url: str, body: bytes) -> None:
-        with httpx.Client(timeout=60) as client:
-            barrier.wait()
-            try:
-                responses[index] = client.post(
-                    url + "/iot/x509",
-                    content=body,
-                    headers={"Content-Type": "application/jose+json"},
-                )
-            except httpx.HTTPError as exc:
-                responses[index] = exc
-
-    threads = [
-        threading.Thread(target=send, args=(i, url, body)) for i, (url, body) in enumerate(requests)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    failures = [r for r in responses if not isinstance(r, httpx.Response)]
-    assert not failures, failures
-    return responses  # type: ignore[return-value]
+    """Send every (url, body) from its own thread, released together; they must have raced."""
+    responses, spans = post_together(requests, seconds=120)
+    assert_overlapping(spans)
+    return responses
 
 
 def test_fifty_simultaneous_first_requests_of_one_box_issue_once(two_clouds):

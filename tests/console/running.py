@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import html
 import json
@@ -11,7 +12,6 @@ import re
 import secrets
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +36,7 @@ from tests.servers import (
     wait_until_answering,
     with_fresh_ports,
 )
+from tests.threads import run_together
 
 # How `serve` showed its first password before it only said where the password is kept.
 PASSWORD_LINE = re.compile(r"Admin password: (\S+)")
@@ -174,7 +175,7 @@ def log_in(http: httpx.Client, password: str) -> httpx.Response:
 
 
 def new_box_id() -> str:
-    """A ``box_id``-shaped value (DESIGN §3): 26 lower-case base32 characters."""
+    """A ``box_id``-shaped value (docs/design.md §3): 26 lower-case base32 characters."""
     return base64.b32encode(secrets.token_bytes(20)).decode().lower()[:26]
 
 
@@ -282,17 +283,7 @@ def plain(catalogue_text: str) -> str:
 
 def race_for(console: RunningConsole, link: str, boxes: int = 4) -> list[int]:
     """``boxes`` boxes using one link at the same instant: their answers' statuses, sorted."""
-    statuses: list[int] = []
-    start = threading.Barrier(boxes)
-
-    def attempt() -> None:
-        with console.client() as http:
-            start.wait()
-            statuses.append(pair(http, link).status_code)
-
-    threads = [threading.Thread(target=attempt) for _ in range(boxes)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sorted(statuses)
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(console.client()) for _ in range(boxes)]
+        answers, _ = run_together([functools.partial(pair, http, link) for http in clients], 60)
+    return sorted(answer.status_code for answer in answers)

@@ -25,11 +25,11 @@ def worker_pids(server: RunningDNS, count: int) -> list[int]:
     """The PIDs of the last ``count`` workers that said they answer, from the server's log."""
     deadline = time.monotonic() + 15
     while True:
-        pids = [
-            int(p) for p in re.findall(r"worker \d+ \(pid (\d+)\) answering", server.log_text())
-        ]
-        if len(pids) >= count or time.monotonic() > deadline:
+        log = server.log_text()
+        pids = [int(p) for p in re.findall(r"worker \d+ \(pid (\d+)\) answering", log)]
+        if len(pids) >= count:
             return pids[-count:]
+        assert time.monotonic() < deadline, f"{len(pids)} of {count} workers answering:\n{log}"
         time.sleep(0.1)
 
 
@@ -38,9 +38,12 @@ def is_running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A zombie has exited; only its parent has not collected it yet.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    # A zombie has exited; only its parent has not collected it yet (or has, since the kill).
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def gone_within(pids: list[int], seconds: float) -> bool:

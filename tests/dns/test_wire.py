@@ -17,6 +17,7 @@ import dns.rdatatype
 import dns.update
 import pytest
 
+from lanlock.dns.worker import TcpLimits
 from tests.dns.running import (
     RunningDNS,
     closed_by_server,
@@ -28,6 +29,10 @@ from tests.dns.running import (
 )
 
 ZONE = "iot.test"
+# How much later than asked a loaded 2-core machine may run a server's timer or answer a
+# question. Bounds below are the server's own setting plus this: they tell a timer that works
+# from one that never fires, and say nothing about speed (that is the benchmarks' business).
+LATE = 3.0
 
 
 def header(
@@ -167,7 +172,7 @@ def test_malformed_queries_get_formerr(dns_server: RunningDNS, packet: bytes) ->
 @pytest.mark.parametrize("packet", [b"", b"\x12", header()[:11], header(flags=0x8100) + question()])
 def test_packets_that_are_not_queries_get_no_reply(dns_server: RunningDNS, packet: bytes) -> None:
     """Too short to hold an ID, or a response: answering could start a loop between servers."""
-    assert dns_server.send_udp_bytes(packet, timeout=0.3) is None
+    assert dns_server.send_udp_bytes(packet, timeout=1.0) is None  # long enough for a late one
     assert dns_server.ask(ZONE, "SOA").rcode() == dns.rcode.NOERROR
 
 
@@ -203,17 +208,25 @@ def test_a_stalled_tcp_client_holds_up_nobody(dns_server: RunningDNS, scope: str
         started = time.monotonic()
         assert dns_server.ask(f"10-0-0-7.{scope}.{ZONE}", "A", "udp").answer
         assert dns_server.ask(f"10-0-0-7.{scope}.{ZONE}", "A", "tcp").answer
-        assert time.monotonic() - started < 1.0
+        # Held up, they would wait until the stalled connection is dropped as idle.
+        assert time.monotonic() - started < TcpLimits().idle_timeout / 2
+
+
+TIGHT_IDLE = 0.5  # seconds without a query before the tight server closes a TCP connection
+RRL = 5  # UDP answers a second per source, and the burst, on the tight server
+# The idle timer fires on the worker's sweep, every half second.
+CLOSED_WITHIN = TIGHT_IDLE + 0.5 + LATE
 
 
 @pytest.fixture(scope="module")
 def tight_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDNS]:
-    """One worker, at most 2 TCP connections, closed after half a second without a query."""
+    """One worker, TCP connections closed after TIGHT_IDLE seconds without a query, RRL UDP
+    answers a second per source."""
     tmp: Path = tmp_path_factory.mktemp("dns-tight")
     with running_dns(
         f"sqlite:///{tmp / 'store.db'}",
         tmp,
-        *("--tcp-idle-timeout", "0.5", "--tcp-max-connections", "2", "--rrl", "5"),
+        *("--tcp-idle-timeout", str(TIGHT_IDLE), "--rrl", str(RRL)),
         workers=1,
     ) as server:
         yield server
@@ -224,39 +237,54 @@ def test_an_idle_tcp_connection_is_closed(tight_server: RunningDNS) -> None:
         sock.sendall(framed(dns.message.make_query(ZONE, "SOA")))
         read_message(sock)
         started = time.monotonic()
-        assert closed_by_server(sock, within=3.0)
-        assert 0.3 < time.monotonic() - started < 2.5
+        assert closed_by_server(sock, within=CLOSED_WITHIN)
+        assert time.monotonic() - started > 0.6 * TIGHT_IDLE  # by the idle timer, not at once
 
 
 def test_trickling_bytes_do_not_keep_a_connection_open(tight_server: RunningDNS) -> None:
     with tight_server.tcp_connection() as sock:
         sock.sendall(b"\x00")
-        started = time.monotonic()
-        while time.monotonic() - started < 3.0:
+        deadline = time.monotonic() + CLOSED_WITHIN
+        closed = False
+        while not closed and time.monotonic() < deadline:
             try:
                 sock.sendall(b"\x00")
             except OSError:
-                break
-            if closed_by_server(sock, within=0.2):
-                break
-        assert time.monotonic() - started < 2.5
+                closed = True
+            else:
+                closed = closed_by_server(sock, within=0.2)
+        assert closed, f"a byte every 0.2 s kept the connection open {CLOSED_WITHIN:g} s"
 
 
-def test_connections_over_the_cap_are_closed_at_once(tight_server: RunningDNS) -> None:
-    with tight_server.tcp_connection() as first, tight_server.tcp_connection() as second:
+@pytest.fixture(scope="module")
+def capped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDNS]:
+    """One worker, at most 2 TCP connections, none closed as idle while a test runs."""
+    tmp: Path = tmp_path_factory.mktemp("dns-capped")
+    with running_dns(
+        f"sqlite:///{tmp / 'store.db'}",
+        tmp,
+        *("--tcp-max-connections", "2", "--tcp-idle-timeout", "60"),
+        workers=1,
+    ) as server:
+        yield server
+
+
+def test_connections_over_the_cap_are_closed_at_once(capped_server: RunningDNS) -> None:
+    with capped_server.tcp_connection() as first, capped_server.tcp_connection() as second:
         for sock in (first, second):
             sock.sendall(framed(dns.message.make_query(ZONE, "SOA")))
             read_message(sock)
-        with tight_server.tcp_connection() as third:
-            assert closed_by_server(third, within=1.0)
+        with capped_server.tcp_connection() as third:
+            # Closed by the cap: the idle timer would take a minute.
+            assert closed_by_server(third, within=LATE)
     # Once the first two are gone, a new connection is served again.
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + LATE
     while True:
         try:
-            assert tight_server.ask(ZONE, "SOA", "tcp").rcode() == dns.rcode.NOERROR
+            assert capped_server.ask(ZONE, "SOA", "tcp").rcode() == dns.rcode.NOERROR
             break
         except (ConnectionError, EOFError):
-            assert time.monotonic() < deadline
+            assert time.monotonic() < deadline, "no TCP answer after the two connections closed"
             time.sleep(0.1)
 
 
@@ -266,18 +294,19 @@ def test_connections_over_the_cap_are_closed_at_once(tight_server: RunningDNS) -
 def test_rate_limiting_caps_udp_answers_per_source_and_slips_truncated_ones(
     tight_server: RunningDNS, scope: str
 ) -> None:
-    """--rrl 5: a burst of 5, then about half of the rest dropped and half sent truncated."""
+    """A burst of RRL, then about half of the rest dropped and half sent truncated."""
     sent = 40
     full = truncated = 0
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.5)
+        sock.settimeout(LATE)  # a reply this late means none is coming
+        started = last_reply = time.monotonic()
         for i in range(sent):
             query = dns.message.make_query(f"10-0-0-{i}.{scope}.{ZONE}", "A")
             sock.sendto(query.to_wire(), ("127.0.0.1", tight_server.port))
-        started = time.monotonic()
         try:
-            while time.monotonic() - started < 2:
+            while time.monotonic() - started < 10 * LATE:
                 reply = dns.message.from_wire(sock.recv(65535))
+                last_reply = time.monotonic()
                 if reply.flags & dns.flags.TC:
                     assert reply.answer == [] and len(reply.question) == 1
                     truncated += 1
@@ -285,7 +314,9 @@ def test_rate_limiting_caps_udp_answers_per_source_and_slips_truncated_ones(
                     full += 1
         except TimeoutError:
             pass
-    assert 1 <= full <= 10  # the burst (less the start-up probes), and what refilled meanwhile
+    # The burst, and what refilled while the server worked through the queries (longer on a
+    # loaded machine); the burst may be short by the start-up probes.
+    assert 1 <= full <= RRL + RRL * (last_reply - started) + 1
     assert truncated >= (sent - full) // 2 - 2
     assert full + truncated < sent
     # TCP is never limited: a client told to retry over TCP gets its answer.

@@ -22,7 +22,7 @@ from lanlock import names, pki
 from lanlock.cloud.authority import AuthorityError, load_or_create_authority
 from lanlock.store import Store, alembic_config
 from lanlock.store.models import AuthorityRecord, Base, Database, UTCDateTime
-from tests.servers import fresh_store_url
+from tests.servers import fresh_store_url, read_until
 
 SECRET = b"store-test-secret-0123456789abcdef"
 ZONE = "iot.test"
@@ -157,8 +157,7 @@ def run_at_once(script: str, *args: str, count: int = 2) -> list[str]:
     ]
     try:
         for process in processes:
-            assert process.stdout is not None
-            assert process.stdout.readline().strip() == "ready", process.stderr.read()
+            read_until(process, "ready\n", seconds=60)
         for process in processes:
             assert process.stdin is not None
             process.stdin.write("go\n")
