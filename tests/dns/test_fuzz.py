@@ -19,20 +19,17 @@ import dns.edns
 import dns.message
 import dns.rcode
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.dns.conftest import SETTINGS
 from tests.dns.running import HOST, RunningDNS, running_dns
+from tests.fuzz.strategies import dns_packets, fuzz_settings
 
 ZONE = "iot.test"
 SCOPE = "abcdefghijklmnop"
-FUZZ = settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    derandomize=True,  # the same packets on every run: a failure can be replayed
-)
+FUZZ = fuzz_settings(150)  # the same packets on every run (a failure replays), or more with
+# LANLOCK_FUZZ_EXAMPLES
 
 
 def seed_queries() -> list[bytes]:
@@ -82,7 +79,9 @@ def counted_garbage(draw: st.DrawFn) -> bytes:
     return head + draw(st.binary(max_size=300))
 
 
-PACKETS = st.one_of(st.binary(max_size=600), mutated(), counted_garbage())
+# Structure-aware mutations of valid queries (tests/fuzz/strategies.py) reach past the first
+# length check, where random bytes stop; the random kinds stay for what no structure predicts.
+PACKETS = st.one_of(dns_packets(), st.binary(max_size=600), mutated(), counted_garbage())
 
 
 @pytest.fixture(scope="module")
