@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The cloud's x509 API under load (DESIGN §12): the reuse path, the issuing path, a herd.
+"""The cloud's x509 API under load (docs/design.md §14): the reuse path, the issuing path, a herd.
 
 Starts the real cloud (``python -m lanlock cloud serve``: uvicorn with uvloop and httptools, one
 process) on a free loopback port with a fresh store, seeds a production database with an

@@ -1,4 +1,5 @@
-"""Debian's ``pebble`` (Let's Encrypt's test CA) on loopback, validating through our DNS (§11)."""
+"""Debian's ``pebble`` (Let's Encrypt's test CA) on loopback, validating through our DNS
+(docs/design.md §14)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The whole system in a real browser: Playwright driving Debian's chromium (DESIGN §11, issue 5).
+"""The whole system in a real browser: Playwright driving Debian's chromium
+(docs/design.md §14, issue 5).
 
 The browser trusts only the demo's root CA (an NSS database in a temporary HOME), so a page that
 loads over HTTPS proves the trust comes from our CA; the same page in a browser without that

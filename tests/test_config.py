@@ -1,4 +1,5 @@
-"""Settings: flag > environment > file > default (DESIGN §10), seen through the real command line.
+"""Settings: flag > environment > file > default (docs/design.md §13), seen through the real
+command line.
 
 The observable value is the store: four SQLite stores each hold one differently named database,
 and `lanlock cloud database list --json` shows which store the command used. Where a command

@@ -1,4 +1,4 @@
-"""The catalogue of error codes and refusal reasons (DESIGN §4, §6)."""
+"""The catalogue of error codes and refusal reasons (docs/design.md §4, §9)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from lanlock.errors import (
     status_code,
 )
 
-# Hard-coded from DESIGN.md §6 and §4 (the design file is not shipped with the code).
+# Hard-coded from docs/design.md §9 and §4 (copied by hand: a change to the codes changes both).
 DESIGN_BOX_CODES = (
     "ERR_IOT_HTTPS_CHECK_NO_SERVER",
     "ERR_IOT_HTTPS_CHECK_CERT_READ_EXCEPTION",

@@ -1,4 +1,4 @@
-"""The name scheme of DESIGN §2: examples, edge cases and properties."""
+"""The name scheme of docs/design.md §2: examples, edge cases and properties."""
 
 from __future__ import annotations
 

@@ -175,7 +175,7 @@ def test_parse_csr_refuses_a_truncated_csr():
 
 
 def design_box_id(public_key: ec.EllipticCurvePublicKey) -> str:
-    """DESIGN §3, computed here independently of lanlock."""
+    """docs/design.md §3, computed here independently of lanlock."""
     spki = public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

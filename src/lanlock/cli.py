@@ -1,4 +1,4 @@
-"""The ``lanlock`` command: one entry point, a subcommand per role (DESIGN §13).
+"""The ``lanlock`` command: one entry point, a subcommand per role (docs/design.md §13).
 
 A role is imported only when it runs: ``lanlock box status`` reads one JSON file and must not
 pay for (nor, on a box installed with ``lanlock[box]``, need) the cloud's SQL, ACME and DNS

@@ -1,4 +1,4 @@
-"""Settings: flag > environment > file > default, for every role (DESIGN §10).
+"""Settings: flag > environment > file > default, for every role (docs/design.md §13).
 
 Click already orders a flag before an environment variable before its ``default_map`` before the
 option's default; this module only supplies the two middle layers the way lanlock names them.

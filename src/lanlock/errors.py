@@ -1,6 +1,6 @@
 """The catalogue of the box's error codes and of the cloud's refusal reasons.
 
-This module is the one place that holds them (DESIGN §4 and §6). The box's homepage, the CLI
+This module is the one place that holds them (docs/design.md §4 and §9). The box's homepage, the CLI
 (``lanlock box status``), the console and the error-code guide in the documentation all render an
 entry through :func:`describe`, :func:`render_text` or :func:`markdown_guide`, so they always say
 the same thing. Other modules name codes through the constants below, never by hand.
@@ -52,7 +52,7 @@ __all__ = [
 # Codes
 # --------------------------------------------------------------------------------------------
 
-# The box's error codes (DESIGN §5, §6).
+# The box's error codes (docs/design.md §8, §9).
 CHECK_NO_SERVER = "ERR_IOT_HTTPS_CHECK_NO_SERVER"
 CHECK_CERT_READ_EXCEPTION = "ERR_IOT_HTTPS_CHECK_CERT_READ_EXCEPTION"
 LOAD_NO_CREDENTIAL = "ERR_IOT_HTTPS_LOAD_NO_CREDENTIAL"
@@ -69,7 +69,7 @@ BOX_ERROR_CODES: tuple[str, ...] = (
     LOAD_REQUEST_NO_RESULT,
 )
 
-# The cloud's refusal reasons (DESIGN §4), sent as {"error": {"code": ..., "message": ...}}.
+# The cloud's refusal reasons (docs/design.md §4), sent as {"error": {"code": ..., "message": ...}}.
 INVALID_CREDENTIALS = "invalid_credentials"
 DATABASE_NOT_PRODUCTION = "database_not_production"
 SUBSCRIPTION_NOT_IN_PROGRESS = "subscription_not_in_progress"

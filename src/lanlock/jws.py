@@ -1,4 +1,5 @@
-"""A box's signed requests (DESIGN §3), made by the box and checked by the cloud and the console.
+"""A box's signed requests (docs/design.md §3), made by the box and checked by the cloud and the
+console.
 
 The envelope is ACME's: a flattened JWS, ES256, the device key as ``jwk`` in the protected
 header. ``josepy`` does the JOSE work; this module adds the rules that make it an identity

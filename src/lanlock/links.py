@@ -1,4 +1,4 @@
-"""Short-lived signed links: the console signs, the box verifies (DESIGN §3).
+"""Short-lived signed links: the console signs, the box verifies (docs/design.md §3).
 
 A "Download logs" link is opened by the user's browser directly on the box (the console is
 usually not on the box's LAN; the browser is), so it carries its own proof: an expiry and an

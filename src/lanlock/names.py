@@ -1,4 +1,4 @@
-"""The name scheme of DESIGN §2: ``<address-label>.<scope>.<zone>``, both ways.
+"""The name scheme of docs/design.md §2: ``<address-label>.<scope>.<zone>``, both ways.
 
 Every role depends on this agreeing with itself: the cloud issues ``*.<scope>.<zone>``, the DNS
 server answers ``<address-label>.<scope>.<zone>``, the box and the console print the URL. So each

@@ -414,6 +414,6 @@ def verify_server_chain(
 
 
 def box_id_for(public_key: PublicKey) -> str:
-    """A box's identity, derived from its device key (DESIGN §3): 26 base32 characters."""
+    """A box's identity, derived from its device key (docs/design.md §3): 26 base32 characters."""
     digest = hashlib.sha256(public_key_der(public_key)).digest()
     return base64.b32encode(digest).decode("ascii").lower()[:26]

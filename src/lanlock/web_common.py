@@ -1,10 +1,11 @@
 """What the roles' web servers share: headers, request bodies, forms, form tokens, templates.
 
 Ground floor: imports no role. The box's homepage and the console's pages follow one set of
-rules (DESIGN §3): no inline script or style (a Content-Security-Policy allows only the app's own
-files), every form that changes something carries a form token and comes from the page's own
-origin, and the subscription code shown only masked (the admin passwords they check are in
-:mod:`lanlock.passwords`). The cloud's API reads its bodies with :func:`read_limited_body` too.
+rules (docs/design.md §3): no inline script or style (a Content-Security-Policy allows only the
+app's own files), every form that changes something carries a form token and comes from the
+page's own origin, and the subscription code shown only masked (the admin passwords they check
+are in :mod:`lanlock.passwords`). The cloud's API reads its bodies with :func:`read_limited_body`
+too.
 """
 
 from __future__ import annotations

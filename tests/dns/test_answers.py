@@ -1,4 +1,5 @@
-"""What a client sees for every kind of name of the zone, over UDP and over TCP (DESIGN §7)."""
+"""What a client sees for every kind of name of the zone, over UDP and over TCP
+(docs/design.md §7)."""
 
 from __future__ import annotations
 

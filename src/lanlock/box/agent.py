@@ -202,7 +202,8 @@ class Agent:
     # --- the console ---------------------------------------------------------------------------
 
     def connect(self, link: str) -> BoxState:
-        """Pair with a console through its one-time link, then check at once (DESIGN §8)."""
+        """Pair with a console through its one-time link, then check at once
+        (docs/design.md §10)."""
         pairing = console_client.pair(
             link, self.device_key, self.box_name, self.address, __version__
         )

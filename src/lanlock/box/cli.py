@@ -118,7 +118,7 @@ def _check_cloud_url(url: str) -> None:
     if parsed.scheme == "https":
         return
     if parsed.scheme == "http" and parsed.host in ("127.0.0.1", "::1", "localhost"):
-        return  # plain HTTP only to a loopback cloud (DESIGN §13): development and tests
+        return  # plain HTTP only to a loopback cloud (docs/design.md §3): development and tests
     raise click.UsageError(f"the cloud URL must be https:// (plain http only on loopback): {url}")
 
 

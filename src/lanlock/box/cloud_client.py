@@ -1,4 +1,4 @@
-"""The box's side of the x509 request (DESIGN §3, §4): sign, send, read the answer.
+"""The box's side of the x509 request (docs/design.md §3, §4): sign, send, read the answer.
 
 The request is a flattened JWS (``lanlock.jws``), as an ACME client makes one: ES256, the device
 key as ``jwk`` in the protected header, a fresh ``iat`` and random ``nonce`` inside.

@@ -1,4 +1,5 @@
-"""The box's device key: made at first start, kept in a 0600 file, never sent anywhere (§3)."""
+"""The box's device key: made at first start, kept in a 0600 file, never sent anywhere
+(docs/design.md §3)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""The certificate lifecycle (DESIGN §5): ``check()``, its states, and when to check next.
+"""The certificate lifecycle (docs/design.md §8): ``check()``, its states, and when to check next.
 
 ``check()`` answers one question — is the box serving a valid certificate of its own, and if not,
 why not — with a ``BoxState`` that the homepage, the CLI and the console all show. Each of the six
-error codes comes from exactly one condition, in the order of DESIGN §5.
+error codes comes from exactly one condition, in the order of docs/design.md §8.
 """
 
 from __future__ import annotations
@@ -269,7 +269,8 @@ class CertificateManager:
         return result
 
     def _checked_certificate(self, result: dict[str, Any], key: Any) -> x509.Certificate:
-        """The box's own checks on what the cloud sent (DESIGN §5); LoadFailed when one fails."""
+        """The box's own checks on what the cloud sent (docs/design.md §8); LoadFailed when one
+        fails."""
         try:
             leaf = pki.certificate_from_pem(result["x509_pem"])
             chain = pki.certificates_from_pem(result["chain_pem"])

@@ -1,4 +1,4 @@
-"""The HTTPS listener's certificate switch (DESIGN §5).
+"""The HTTPS listener's certificate switch (docs/design.md §8).
 
 The listener keeps one ``SSLContext`` for its whole life; its ``sni_callback`` hands every new
 handshake to the context of the current pair. Installing a certificate builds a complete new

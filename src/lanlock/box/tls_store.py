@@ -1,4 +1,5 @@
-"""The box's certificate files (DESIGN §5): a folder per pair, a pointer, the previous pair kept.
+"""The box's certificate files (docs/design.md §8): a folder per pair, a pointer, the previous
+pair kept.
 
     tls/
       pairs/<name>/fullchain.pem   leaf + intermediates

@@ -8,7 +8,7 @@ answer has told it those. Anything else gets a short 421 and nothing of the box:
 ``attacker.example`` whose name is made to resolve to the box (DNS rebinding) reads nothing and
 posts nothing.
 
-The homepage is readable by anyone on the LAN (DESIGN §3): the box's name, address and
+The homepage is readable by anyone on the LAN (docs/design.md §3): the box's name, address and
 ``box_id``, its console, its HTTPS URL, the certificate, the error code with its catalogue entry
 (:func:`lanlock.errors.describe`, the same text the CLI and the console show). Opening it runs
 ``check_if_stale()`` (at most once per 10 s), so a refresh retries. The log is not on it (it is
@@ -406,7 +406,7 @@ class _Pages:
             config.db_uuid, config.enterprise_code = db_uuid, code
             log.warning("credentials changed from the homepage (database %s)", db_uuid)
         await self._save(config, "db_uuid", "enterprise_code")
-        await run_in_threadpool(self.agent.check)  # DESIGN §5: check after new credentials
+        await run_in_threadpool(self.agent.check)  # docs/design.md §8: check after new credentials
         return RedirectResponse("/", status_code=303)
 
     async def _log_level(self, request: Request) -> Response:

@@ -1,6 +1,6 @@
 """Whether a verified request may have a certificate, checked in the documented order.
 
-DESIGN §4's order: credentials (the database and one of its subscriptions' codes), the
+docs/design.md §5's order: credentials (the database and one of its subscriptions' codes), the
 database's kind, the subscription's state, its IoT box lines, the box's own state. The first
 check that fails is the refusal the box shows, so the order is the contract. Before any of them,
 an unregistered key meets the failure limits (:mod:`lanlock.cloud.limits`); a wrong code counts

@@ -1,4 +1,4 @@
-"""Verification of a box's signed x509 request (DESIGN §3, §4).
+"""Verification of a box's signed x509 request (docs/design.md §3, §4).
 
 The envelope and the identity check are ``lanlock.jws``'s (the console checks a box's pairing
 request the same way); this module adds what the x509 request must hold: its fields, and a

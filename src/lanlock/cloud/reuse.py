@@ -3,8 +3,8 @@
 The newest certificate for the scope and key is handed out again until the CA's renewal advice
 (ACME ARI) says to renew, or, without advice, while more than two thirds of its lifetime remain:
 a box asks again for a certificate it already holds only when it renews it (at two thirds of its
-life, DESIGN §4), and must then get a new one; a fresh one is what a box that lost the answer
-asks for again. Reuse costs no issuance, so it never counts against the issuance budget
+life, docs/design.md §6), and must then get a new one; a fresh one is what a box that lost the
+answer asks for again. Reuse costs no issuance, so it never counts against the issuance budget
 (:mod:`lanlock.cloud.throttle`).
 """
 
@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from lanlock.store.models import Certificate
 
-# Reuse a stored certificate while more than this fraction of its lifetime remains (DESIGN §4).
+# Reuse a stored certificate while more than this fraction of its lifetime remains
+# (docs/design.md §6).
 REUSE_FRACTION = 2 / 3
 
 

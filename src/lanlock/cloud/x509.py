@@ -1,4 +1,4 @@
-"""The x509 request (DESIGN §4): who gets a certificate, and getting it exactly once.
+"""The x509 request (docs/design.md §4-§6): who gets a certificate, and getting it exactly once.
 
 One request, step by step, each step a module of its own:
 

@@ -1,4 +1,5 @@
-"""The console's own store (DESIGN §9): its record, its paired boxes, pairing links, sessions.
+"""The console's own store (docs/design.md §11): its record, its paired boxes, pairing links,
+sessions.
 
 Alembic migrations (``migrations/versions``) create these tables; a change here needs a new
 migration, and ``tests/console/test_store.py`` checks that the two agree. Every table and the

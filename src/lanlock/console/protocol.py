@@ -1,8 +1,8 @@
 """The bodies boxes send to the console (docs/console-protocol.md), read strictly.
 
 Everything a box sends ends up on the admin's pages, so every field is checked here: strings of
-bounded length without control characters, a ``box_id`` shaped as DESIGN §3 makes it, an HTTPS
-URL that can only be an origin (it becomes a link, and the base of the signed log link), an
+bounded length without control characters, a ``box_id`` shaped as docs/design.md §3 makes it, an
+HTTPS URL that can only be an origin (it becomes a link, and the base of the signed log link), an
 ISO-8601 ``not_after``. Unknown fields are ignored, so that newer boxes can add some.
 """
 
@@ -140,7 +140,7 @@ def _text(fields: dict[str, Any], key: str, limit: int) -> str | None:
 
 
 def _https_origin(value: str | None) -> str | None:
-    """``https://host[:port]/``, the only shape a box's URL has (DESIGN §2)."""
+    """``https://host[:port]/``, the only shape a box's URL has (docs/design.md §2)."""
     if value is None:
         return None
     parts = plain_url(value, ("https",))

@@ -1,4 +1,5 @@
-"""The zone's content: what each name under the zone is, and the apex records (DESIGN §2, §7).
+"""The zone's content: what each name under the zone is, and the apex records
+(docs/design.md §2, §7).
 
 Both answer paths ask ``Zone.node`` what a name is, so the hand-made fast path and the
 dnspython slow path cannot disagree about which names exist: they differ only in how the bytes

@@ -186,7 +186,8 @@ class FailureCount(Base):
 
 
 class ChallengeRecord(Base):
-    """A DNS-01 TXT value the cloud publishes at ``_acme-challenge.<scope>.<zone>`` (DESIGN §7).
+    """A DNS-01 TXT value the cloud publishes at ``_acme-challenge.<scope>.<zone>``
+    (docs/design.md §7).
 
     The contract between the cloud and the DNS: a row names the scope of the ACME order that
     wrote it, and the DNS answers its value at that scope's challenge name and nowhere else.
