@@ -36,7 +36,7 @@ REQUEST_TIMEOUT = 20.0
 
 @dataclass
 class BoxState:
-    """What the box shows: ``state`` is valid | temporary | error | checking."""
+    """What the box shows: ``state`` is valid | error | checking."""
 
     state: str
     code: str | None = None

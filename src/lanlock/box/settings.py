@@ -56,7 +56,8 @@ class BoxConfig:
         return bool(self.db_uuid and self.enterprise_code)
 
     def forget_console(self) -> None:
-        """Disconnecting (or removal by the console) wipes credentials, token and scope."""
+        """Disconnecting (or removal by the console) wipes the console, credentials and token; the
+        scope and zone stay (they are the box's name at the cloud, whoever pairs it next)."""
         self.console_url = self.db_uuid = self.enterprise_code = self.token = None
 
 

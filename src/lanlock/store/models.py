@@ -1,7 +1,7 @@
 """The shared SQL store of the cloud and the DNS server: tables as SQLAlchemy 2 models.
 
 Alembic migrations (``migrations/versions``) create these tables; a change here needs a new
-migration, and ``tests/test_store.py`` checks that the two agree.
+migration, and ``tests/store/test_store.py`` checks that the two agree.
 """
 
 from __future__ import annotations
