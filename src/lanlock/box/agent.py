@@ -38,6 +38,8 @@ from lanlock.box.tls_store import CertificateUnreadable, Pair, PairDamaged, TLSS
 from lanlock.fileio import write_atomic
 
 log = logging.getLogger("lanlock.box.agent")
+# A report the console did not take (it failed, or forgot the box) is sent again after this long.
+REPORT_RETRY_SECONDS = 10.0
 
 MAINTENANCE_TICK = 0.5
 
@@ -104,7 +106,12 @@ class Agent:
         self.restart_requested = False
         self._config_mtime = self._settings_mtime()
         self._servers: list[uvicorn.Server] = []
-        self._last_report: tuple[float, dict[str, object] | None] = (float("-inf"), None)
+        # When the last report was sent, what it said, and whether the console took it.
+        self._last_report: tuple[float, dict[str, object] | None, bool] = (
+            float("-inf"),
+            None,
+            True,
+        )
 
     # --- settings ----------------------------------------------------------------------------
 
@@ -252,17 +259,22 @@ class Agent:
         }
         status.pop("checked_at", None)
         result = console_client.report(config.console_url, config.token, self.box_id, status)
-        self._last_report = (time.monotonic(), status if result == "ok" else None)
+        self._last_report = (time.monotonic(), status, result == "ok")
         if result == "removed":
             log.warning("the console removed this box")
             self.disconnect()
 
     def _report_if_due(self) -> None:
-        at, last = self._last_report
+        """Report a changed state at once, else every interval; a report the console did not
+        take is sent again after a pause, not at every tick (a failing console is not
+        hammered)."""
+        at, sent, accepted = self._last_report
         status = self.manager.state.as_dict()
         status.pop("checked_at", None)
-        changed = last is None or any(last.get(k) != v for k, v in status.items())
-        if changed or time.monotonic() - at >= self.settings.report_interval:
+        changed = sent is None or any(sent.get(k) != v for k, v in status.items())
+        interval = self.settings.report_interval
+        wait = interval if accepted else min(interval, REPORT_RETRY_SECONDS)
+        if changed or time.monotonic() - at >= wait:
             self._report(self.manager.state)
 
     def check(self, force_new: bool = False) -> BoxState:
