@@ -22,6 +22,7 @@ class StandIn:
     def __init__(self, status: int) -> None:
         self.status = status
         self.forward_to: str | None = None
+        self.retry_after: str | None = None  # the Retry-After header of its own answers
         self.arrivals: list[float] = []
         self.url = ""
 
@@ -43,6 +44,8 @@ class StandIn:
                 else:
                     status, payload = standin.status, b'{"detail": "stand-in"}'
                 self.send_response(status)
+                if standin.retry_after is not None and not standin.forward_to:
+                    self.send_header("Retry-After", standin.retry_after)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()

@@ -285,7 +285,7 @@ _BOX_ENTRIES = (
         fix=(
             "5xx: nothing to do, the box retries by itself; if it lasts for hours, check the "
             "vendor's service status or contact the vendor.",
-            "429: wait (the box tries again by itself, less and less often), and check the "
+            "429: wait (the box waits as long as the cloud asks), and check the "
             "database UUID and subscription code; for issuance_limited, check that the "
             "box's data folder keeps its `tls` folder across restarts.",
             "401: set the box's date and time, preferably from a time server (NTP).",

@@ -334,3 +334,23 @@ def test_failing_cloud_is_retried_with_backoff_and_the_homepage_retries_at_once(
         status = box.status()  # opening the homepage
         assert status["state"] == "valid" and status["code"] is None
         assert standin.arrivals[-1] >= opened  # asked by this visit, not by the schedule
+
+
+def test_the_box_waits_as_long_as_the_cloud_asks(tmp_path, boxes, store):
+    """429 or 503 with Retry-After: the box's next attempt comes no sooner than asked (a herd
+    spreads as the cloud says), and never later than its own cap would allow."""
+    data = tmp_path / "box"
+    give_credentials(data, Customer.create(store))
+    asked, cap = 3.0, 20.0
+    with standin_cloud(429) as standin:
+        standin.retry_after = str(int(asked))
+        run_box(
+            boxes,
+            data,
+            *("--cloud", standin.url),
+            *("--retry-first", str(RETRY_FIRST), "--retry-cap", str(cap)),
+        )
+        arrivals = arrivals_after(standin, 3, seconds=60)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    # Without Retry-After the gaps would be about 0.5 s and 1 s.
+    assert all(asked <= gap <= asked * 1.2 + LATE for gap in gaps), gaps

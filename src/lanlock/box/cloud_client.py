@@ -7,6 +7,8 @@ key as ``jwk`` in the protected header, a fresh ``iat`` and random ``nonce`` ins
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import email.utils
 import secrets
 import time
 from dataclasses import dataclass
@@ -50,6 +52,7 @@ class CloudAnswer:
     refusal_code: str | None = None
     message: str | None = None
     hint: dict[str, str] | None = None  # a refusal's extra fields, e.g. the box's scope and zone
+    retry_after: float | None = None  # seconds the cloud asks the box to wait (429, 503)
 
 
 def post_x509(
@@ -67,6 +70,23 @@ def post_x509(
     return read_answer(response)
 
 
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header as seconds from now (RFC 9110 §10.2.3: seconds or an HTTP
+    date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
 def read_answer(response: httpx.Response) -> CloudAnswer:
     try:
         body = response.json()
@@ -75,7 +95,9 @@ def read_answer(response: httpx.Response) -> CloudAnswer:
     if response.status_code != 200:
         detail = body.get("detail") if isinstance(body, dict) else None
         return CloudAnswer(
-            response.status_code, message=detail if isinstance(detail, str) else None
+            response.status_code,
+            message=detail if isinstance(detail, str) else None,
+            retry_after=retry_after_seconds(response.headers.get("retry-after")),
         )
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         error = body["error"]

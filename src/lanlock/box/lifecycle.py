@@ -70,9 +70,16 @@ class Backoff:
 
 
 class LoadFailed(Exception):
-    def __init__(self, code: str, reason: str | None = None, message: str | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        reason: str | None = None,
+        message: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(code)
         self.code, self.reason, self.message = code, reason, message
+        self.retry_after = retry_after  # what the cloud asked, if it asked
 
 
 @dataclass
@@ -153,7 +160,7 @@ class CertificateManager:
         try:
             pair = self._load(config)
         except LoadFailed as failure:
-            return self._failed_load(failure, pair, config), self._retry()
+            return self._failed_load(failure, pair, config), self._retry(failure.retry_after)
         self.backoff.reset()
         return self._valid(pair, self.load_config()), self._renewal_delay(pair)
 
@@ -182,8 +189,13 @@ class CertificateManager:
         seconds = (self._renewal_time(pair.leaf) - pki.utcnow()).total_seconds()
         return max(60.0, seconds * random.uniform(0.95, 1.0))
 
-    def _retry(self) -> float:
-        return self.backoff.next_delay()
+    def _retry(self, asked: float | None = None) -> float:
+        """The back-off's next delay, or longer when the cloud asked for longer (its Retry-After,
+        within the back-off's cap: a cloud cannot park a box for more than that)."""
+        delay = self.backoff.next_delay()
+        if asked is not None:
+            delay = max(delay, min(asked, self.backoff.cap))
+        return delay
 
     # --- loading a new certificate ---------------------------------------------------------
 
@@ -256,7 +268,9 @@ class CertificateManager:
     def _accepted_result(answer: CloudAnswer) -> dict[str, Any]:
         if answer.status != 200:
             log.error("the cloud answered HTTP %s: %s", answer.status, answer.message)
-            raise LoadFailed(errors.status_code(answer.status), None, answer.message)
+            raise LoadFailed(
+                errors.status_code(answer.status), None, answer.message, answer.retry_after
+            )
         if answer.result is None:
             log.error("the cloud refused: %s %s", answer.refusal_code, answer.message)
             raise LoadFailed(errors.LOAD_REQUEST_NO_RESULT, answer.refusal_code, answer.message)
