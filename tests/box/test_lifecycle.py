@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import os
 import shutil
@@ -17,6 +18,7 @@ import pytest
 
 from lanlock import pki
 from lanlock.box.agent import MAINTENANCE_TICK
+from lanlock.box.lifecycle import CertificateManager
 from lanlock.box.settings import load_config, save_config
 from lanlock.box.tls_store import TLSStore
 from lanlock.store import Store
@@ -354,3 +356,22 @@ def test_the_box_waits_as_long_as_the_cloud_asks(tmp_path, boxes, store):
     gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
     # Without Retry-After the gaps would be about 0.5 s and 1 s.
     assert all(asked <= gap <= asked * 1.2 + LATE for gap in gaps), gaps
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "renew_at"),
+    [
+        (dt.timedelta(days=397), dt.timedelta(days=397 * 2 / 3)),
+        (dt.timedelta(days=90), dt.timedelta(days=60)),
+        (dt.timedelta(days=6), dt.timedelta(days=4)),  # Let's Encrypt's short-lived profile
+        (dt.timedelta(hours=1), dt.timedelta(minutes=40)),
+    ],
+)
+def test_a_certificate_of_any_lifetime_is_renewed_at_two_thirds_of_it(lifetime, renew_at):
+    """Short certificates were renewed at once (ten days before an end nearer than ten days):
+    a box with a 6-day certificate asked for a new one at every check."""
+    ca = pki.CertificateAuthority.create("iot.test")
+    leaf = ca.issue(pki.new_private_key().public_key(), ["a.iot.test"], lifetime)
+    renewal = CertificateManager._renewal_time(leaf)
+    start = leaf.not_valid_before_utc
+    assert abs(renewal - (start + renew_at)) < dt.timedelta(minutes=10), renewal - start

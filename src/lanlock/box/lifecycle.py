@@ -30,7 +30,9 @@ from lanlock.box.tls_store import CertificateUnreadable, Pair, PairDamaged, TLSS
 log = logging.getLogger("lanlock.box.lifecycle")
 
 RENEW_FRACTION = 2 / 3  # renew when two thirds of the lifetime have passed ...
-RENEW_MARGIN = dt.timedelta(days=10)  # ... or when ten days remain, whichever comes first
+# ... or when ten days remain, whichever comes first; never more than the last third, so that a
+# short certificate (6 days, or minutes in tests) is renewed at two thirds, not at once.
+RENEW_MARGIN = dt.timedelta(days=10)
 REQUEST_TIMEOUT = 20.0
 
 
@@ -183,7 +185,9 @@ class CertificateManager:
     @staticmethod
     def _renewal_time(leaf: x509.Certificate) -> dt.datetime:
         start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
-        return min(start + (end - start) * RENEW_FRACTION, end - RENEW_MARGIN)
+        lifetime = end - start
+        margin = min(RENEW_MARGIN, lifetime * (1 - RENEW_FRACTION))
+        return min(start + lifetime * RENEW_FRACTION, end - margin)
 
     def _renewal_delay(self, pair: Pair) -> float:
         seconds = (self._renewal_time(pair.leaf) - pki.utcnow()).total_seconds()
