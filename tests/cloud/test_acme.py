@@ -71,11 +71,11 @@ def test_same_key_reuses_and_the_chain_verifies(system, tmp_path):
     first = ask_like_a_box(box, customer)
     assert first.result, first
     again = ask_like_a_box(box, customer)
-    assert again.result["x509_pem"] == first.result["x509_pem"]
-    leaf = pki.certificate_from_pem(first.result["x509_pem"])
-    chain = pki.certificates_from_pem(first.result["chain_pem"])
+    assert again.result.x509_pem == first.result.x509_pem
+    leaf = pki.certificate_from_pem(first.result.x509_pem)
+    chain = pki.certificates_from_pem(first.result.chain_pem)
     root = pki.certificate_from_pem(system.pebble.root_pem())
-    scope = first.result["scope"]
+    scope = first.result.scope
     pki.verify_server_chain(leaf, chain, [root], f"10-0-0-7.{scope}.iot.test")
 
 
@@ -214,7 +214,7 @@ def test_two_clouds_on_postgres_place_one_order_for_one_scope(tmp_path):
             assert_overlapping(spans)
             answers = [read_answer(r) for r in responses]
             assert all(a.result for a in answers), answers
-            assert len({a.result["x509_pem"] for a in answers}) == 1
+            assert len({a.result.x509_pem for a in answers}) == 1
             orders = system.pebble.log.read_text().count("/order-plz") - orders_before
             assert orders == 1
             with store.transaction() as session:

@@ -280,17 +280,17 @@ def test_box_list_and_revoke(cloud, cloud_store):
         "certificate_not_after",
     }
     assert (row["scope"], row["database"], row["state"]) == (
-        granted["scope"],
+        granted.scope,
         customer.db_uuid,
         "active",
     )
     assert row["last_address"] == "10.0.0.7"
     assert dt.datetime.fromisoformat(row["certificate_not_after"]) == dt.datetime.fromisoformat(
-        granted["not_after"]
+        granted.not_after
     )
     dt.datetime.fromisoformat(row["last_seen_at"])
     [line] = [x for x in ok(lanlock(*BOX, "list", *store)).splitlines() if box.box_id in x]
-    assert granted["scope"] in line and "active" in line and customer.db_uuid in line
+    assert granted.scope in line and "active" in line and customer.db_uuid in line
 
     # The subscription is full: a second box is refused until the first is revoked.
     second = TestBox(cloud.url)
@@ -299,7 +299,7 @@ def test_box_list_and_revoke(cloud, cloud_store):
     out = ok(lanlock(*BOX, "revoke", box.box_id, *store))
     assert out.strip() == f"box {box.box_id} revoked"
     again = ok_json(lanlock(*BOX, "revoke", box.box_id, "--json", *store))
-    assert again == {"box_id": box.box_id, "scope": granted["scope"], "state": "revoked"}
+    assert again == {"box_id": box.box_id, "scope": granted.scope, "state": "revoked"}
 
     assert box.ask(customer).refusal_code == "box_revoked"
     assert second.ask(customer).result, "the revoked box's slot should be free"

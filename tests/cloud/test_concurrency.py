@@ -51,7 +51,7 @@ def test_fifty_simultaneous_first_requests_of_one_box_issue_once(two_clouds):
 
     answers = [read_answer(r) for r in responses]
     assert all(a.status == 200 and a.result for a in answers), {a.status for a in answers}
-    assert len({a.result["x509_pem"] for a in answers}) == 1
+    assert len({a.result.x509_pem for a in answers}) == 1
     with store.transaction() as session:
         assert (
             session.scalar(

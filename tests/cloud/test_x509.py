@@ -45,12 +45,12 @@ def test_granted_certificate_verifies_for_the_box_name_only(cloud, cloud_store):
     answer = box.ask(customer)
     assert answer.status == 200 and answer.result, answer
     result = answer.result
-    scope = result["scope"]
+    scope = result.scope
     assert names.is_scope_label(scope)
-    assert result["subject_cn"] == f"*.{scope}.{cloud.zone}"
-    assert result["zone"] == cloud.zone
-    leaf = pki.certificate_from_pem(result["x509_pem"])
-    chain = pki.certificates_from_pem(result["chain_pem"])
+    assert result.subject_cn == f"*.{scope}.{cloud.zone}"
+    assert result.zone == cloud.zone
+    leaf = pki.certificate_from_pem(result.x509_pem)
+    chain = pki.certificates_from_pem(result.chain_pem)
     assert leaf.public_key() == box.tls_key.public_key()
     root = pki.certificate_from_pem(cloud.root_pem())
 
@@ -71,9 +71,9 @@ def test_same_key_reuses_the_certificate_and_a_new_key_gets_a_new_one(cloud, clo
     assert again == first
     box.tls_key = pki.new_private_key()
     renewed = box.ask(customer).result
-    assert renewed["scope"] == first["scope"]
-    assert renewed["x509_pem"] != first["x509_pem"]
-    leaf = pki.certificate_from_pem(renewed["x509_pem"])
+    assert renewed.scope == first.scope
+    assert renewed.x509_pem != first.x509_pem
+    leaf = pki.certificate_from_pem(renewed.x509_pem)
     assert leaf.public_key() == box.tls_key.public_key()
     assert [o for o, _ in audit_of(cloud_store, box.box_id)] == ["issued", "reused", "issued"]
 
@@ -81,11 +81,11 @@ def test_same_key_reuses_the_certificate_and_a_new_key_gets_a_new_one(cloud, clo
 def test_csr_naming_the_box_scope_is_accepted(cloud, cloud_store):
     customer = Customer.create(cloud_store)
     box = TestBox(cloud.url)
-    scope = box.ask(customer).result["scope"]
+    scope = box.ask(customer).result.scope
     box.tls_key = pki.new_private_key()
     csr = pki.build_csr(box.tls_key, names.certificate_names(scope, cloud.zone))
     answer = box.ask(customer, csr_pem=pki.csr_pem(csr))
-    assert answer.result and answer.result["scope"] == scope
+    assert answer.result and answer.result.scope == scope
 
 
 def test_box_keeps_its_scope_and_one_slot_across_requests(cloud, cloud_store):
@@ -94,7 +94,7 @@ def test_box_keeps_its_scope_and_one_slot_across_requests(cloud, cloud_store):
     scopes = set()
     for _ in range(3):
         box.tls_key = pki.new_private_key()
-        scopes.add(box.ask(customer).result["scope"])
+        scopes.add(box.ask(customer).result.scope)
     assert len(scopes) == 1
 
 

@@ -171,7 +171,7 @@ def test_acme_cloud_still_issues_for_exactly_the_two_names(acme):
     own = names.certificate_names(scope, ZONE)
     answer = box.ask(customer, csr_pem=csr_with(box.tls_key, own[0], dns_names(own)))
     assert answer.result, answer
-    leaf = pki.certificate_from_pem(answer.result["x509_pem"])
+    leaf = pki.certificate_from_pem(answer.result.x509_pem)
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sorted(san.get_values_for_type(x509.DNSName)) == sorted(own)
     assert san.get_values_for_type(x509.IPAddress) == []
@@ -199,13 +199,13 @@ def registered_box_local(cloud) -> tuple[Customer, TestBox, str]:
     box = TestBox(cloud.url)
     first = box.ask(customer)
     assert first.result, first
-    return customer, box, first.result["scope"]
+    return customer, box, first.result.scope
 
 
 def test_embedded_ca_certifies_exactly_the_two_names_for_a_nameless_csr(local_cloud):
     customer, box, scope = registered_box_local(local_cloud)
     answer = box.ask(customer, csr_pem=csr_with(box.tls_key, None, []))
-    leaf = pki.certificate_from_pem(answer.result["x509_pem"])
+    leaf = pki.certificate_from_pem(answer.result.x509_pem)
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert list(san) == dns_names(names.certificate_names(scope, ZONE))
     assert leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value in set(

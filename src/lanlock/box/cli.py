@@ -92,17 +92,17 @@ def request(
     if answer.result is None:
         _fail(errors.LOAD_REQUEST_NO_RESULT, answer.refusal_code, answer.message, as_json)
     result = answer.result
-    leaf = pki.certificate_from_pem(result["x509_pem"])
+    leaf = pki.certificate_from_pem(result.x509_pem)
     if leaf.public_key() != tls_key.public_key():
         _fail(errors.LOAD_REQUEST_NO_RESULT, None, "the certificate is not for our key", as_json)
-    url = names.https_url(address, result["scope"], result["zone"])
+    url = names.https_url(address, result.scope, result.zone)
     shown = {
         "state": "valid",
         "code": None,
         "reason": None,
         "url": url,
-        "not_after": result["not_after"],
-        "scope": result["scope"],
+        "not_after": result.not_after,
+        "scope": result.scope,
         "box_id": payload["box_id"],
     }
     click.echo(

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from lanlock import pki
 from lanlock.jws import signed_body
+from lanlock.wire import X509Payload, X509Result
 
 
 def new_nonce() -> str:
@@ -32,15 +33,15 @@ def x509_payload(
     csr_pem: str,
     address: str | None,
 ) -> dict[str, Any]:
-    return {
-        "box_id": pki.box_id_for(device_key.public_key()),
-        "db_uuid": db_uuid,
-        "enterprise_code": enterprise_code,
-        "csr_pem": csr_pem,
-        "address": address,
-        "iat": int(time.time()),
-        "nonce": new_nonce(),
-    }
+    return X509Payload(
+        box_id=pki.box_id_for(device_key.public_key()),
+        db_uuid=db_uuid,
+        enterprise_code=enterprise_code,
+        csr_pem=csr_pem,
+        iat=int(time.time()),
+        nonce=new_nonce(),
+        address=address,
+    ).to_json()
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class CloudAnswer:
     """The cloud's answer to one request: a result, a refusal, or an HTTP status."""
 
     status: int
-    result: dict[str, Any] | None = None
+    result: X509Result | None = None
     refusal_code: str | None = None
     message: str | None = None
     hint: dict[str, str] | None = None  # a refusal's extra fields, e.g. the box's scope and zone
@@ -108,5 +109,8 @@ def read_answer(response: httpx.Response) -> CloudAnswer:
             message=error.get("message"),
             hint=hint or None,
         )
-    result = body.get("result") if isinstance(body, dict) else None
-    return CloudAnswer(200, result=result if isinstance(result, dict) and result else None)
+    sent = body.get("result") if isinstance(body, dict) else None
+    result = X509Result.from_json(sent)
+    if result is None and sent is not None:
+        return CloudAnswer(200, message="the cloud's answer is incomplete")
+    return CloudAnswer(200, result=result)

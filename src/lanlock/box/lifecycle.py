@@ -26,6 +26,7 @@ from lanlock import defaults, errors, names, pki
 from lanlock.box.cloud_client import CloudAnswer, post_x509, x509_payload
 from lanlock.box.settings import BoxConfig
 from lanlock.box.tls_store import CertificateUnreadable, Pair, PairDamaged, TLSStore
+from lanlock.wire import X509Result
 
 log = logging.getLogger("lanlock.box.lifecycle")
 
@@ -212,13 +213,13 @@ class CertificateManager:
             answer = self._ask_cloud(self._payload(self.load_config(), key))
         result = self._accepted_result(answer)
         leaf = self._checked_certificate(result, key)
-        pair = self.tls.install(result["x509_pem"].strip() + "\n" + result["chain_pem"], key)
+        pair = self.tls.install(result.x509_pem.strip() + "\n" + result.chain_pem, key)
         self.tls.drop_pending_key()
-        self._remember_scope(result["scope"], result["zone"])
+        self._remember_scope(result.scope, result.zone)
         log.info(
             "installed certificate serial %x for %s until %s",
             leaf.serial_number,
-            result["subject_cn"],
+            result.subject_cn,
             leaf.not_valid_after_utc.isoformat(),
         )
         self.on_install(pair)
@@ -269,37 +270,31 @@ class CertificateManager:
             ) from None
 
     @staticmethod
-    def _accepted_result(answer: CloudAnswer) -> dict[str, Any]:
+    def _accepted_result(answer: CloudAnswer) -> X509Result:
         if answer.status != 200:
             log.error("the cloud answered HTTP %s: %s", answer.status, answer.message)
             raise LoadFailed(
                 errors.status_code(answer.status), None, answer.message, answer.retry_after
             )
-        if answer.result is None:
-            log.error("the cloud refused: %s %s", answer.refusal_code, answer.message)
+        if answer.result is None:  # a refusal, or a result that lacks a field (lanlock.wire)
+            log.error("the cloud gave no certificate: %s %s", answer.refusal_code, answer.message)
             raise LoadFailed(errors.LOAD_REQUEST_NO_RESULT, answer.refusal_code, answer.message)
-        result = answer.result
-        fields = ("x509_pem", "chain_pem", "subject_cn", "scope", "zone")
-        if not all(isinstance(result.get(k), str) for k in fields):
-            raise LoadFailed(
-                errors.LOAD_REQUEST_NO_RESULT, None, "the cloud's answer is incomplete"
-            )
-        return result
+        return answer.result
 
-    def _checked_certificate(self, result: dict[str, Any], key: Any) -> x509.Certificate:
+    def _checked_certificate(self, result: X509Result, key: Any) -> x509.Certificate:
         """The box's own checks on what the cloud sent (docs/design.md §8); LoadFailed when one
         fails."""
         try:
-            leaf = pki.certificate_from_pem(result["x509_pem"])
-            chain = pki.certificates_from_pem(result["chain_pem"])
-            names.normalize_zone(result["zone"])
+            leaf = pki.certificate_from_pem(result.x509_pem)
+            chain = pki.certificates_from_pem(result.chain_pem)
+            names.normalize_zone(result.zone)
         except ValueError as exc:
             raise self._bad_result(f"the certificate does not parse: {exc}") from None
-        if not names.is_scope_label(result["scope"]):
+        if not names.is_scope_label(result.scope):
             raise self._bad_result("the cloud's scope is not a scope label")
         if leaf.public_key() != key.public_key():
             raise self._bad_result("the certificate is not for the key of our request")
-        if not self._names_match(leaf, result["scope"], result["zone"]):
+        if not self._names_match(leaf, result.scope, result.zone):
             raise self._bad_result("the certificate does not name *.<scope>.<zone> and <scope>")
         if leaf.not_valid_after_utc <= pki.utcnow():
             raise self._bad_result("the certificate has already expired")

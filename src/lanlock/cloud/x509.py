@@ -41,6 +41,7 @@ from lanlock.cloud.refusals import Limited, Refused
 from lanlock.cloud.reuse import reusable_in
 from lanlock.store import Store
 from lanlock.store.models import Box, Certificate
+from lanlock.wire import X509Result
 
 SWEEP_SECONDS = 60.0
 STORE_RETRY_AFTER = 5
@@ -220,14 +221,14 @@ class X509Service:
     # --- answers ------------------------------------------------------------------------------
 
     def _result(self, certificate: Certificate, scope: str) -> dict[str, Any]:
-        return {
-            "x509_pem": certificate.x509_pem,
-            "chain_pem": certificate.chain_pem,
-            "subject_cn": names.wildcard_name(scope, self.settings.zone),
-            "scope": scope,
-            "zone": self.settings.zone,
-            "not_after": certificate.not_after.isoformat(),
-        }
+        return X509Result(
+            x509_pem=certificate.x509_pem,
+            chain_pem=certificate.chain_pem,
+            subject_cn=names.wildcard_name(scope, self.settings.zone),
+            scope=scope,
+            zone=self.settings.zone,
+            not_after=certificate.not_after.isoformat(),
+        ).to_json()
 
     def _refusal_answer(self, refusal: Refused) -> Answer:
         self.metrics.count("refused", refusal.code)
