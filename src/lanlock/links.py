@@ -13,6 +13,24 @@ import time
 from urllib.parse import urlencode
 
 MAX_LINK_SECONDS = 3600
+TIME_DIGITS = 12  # a Unix time in seconds, for the next 30,000 years
+
+
+def seconds_from(text: str | None) -> int | None:
+    """A time given as ASCII digits (a link's expiry, a request's timestamp); None otherwise.
+
+    ``str.isdigit`` accepts ``²`` and other digits ``int`` refuses, and a long run of digits
+    makes an integer no float can hold: both used to end in a server error.
+    """
+    if not text or len(text) > TIME_DIGITS or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
+def same_secret(expected: str, given: str) -> bool:
+    """Constant-time equality of a computed MAC and one a client sent, whatever its characters
+    (``hmac.compare_digest`` refuses non-ASCII text with an exception)."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape"))
 
 
 def link_signature(token: bytes, path: str, expires: int) -> str:
@@ -31,13 +49,13 @@ def link_is_valid(
     token: bytes, path: str, expires: str | None, signature: str | None, now: float | None = None
 ) -> bool:
     """True for an unexpired, unaltered link; compared in constant time."""
-    if not expires or not signature or not expires.isdigit() or not token:
+    expiry = seconds_from(expires)
+    if expiry is None or not signature or not token:
         return False
     moment = time.time() if now is None else now
-    if not moment <= int(expires) <= moment + MAX_LINK_SECONDS:
+    if not moment <= expiry <= moment + MAX_LINK_SECONDS:
         return False
-    expected = link_signature(token, path, int(expires))
-    return hmac.compare_digest(expected, signature)
+    return same_secret(link_signature(token, path, expiry), signature)
 
 
 def body_signature(token: bytes, timestamp: int, body: bytes) -> str:
@@ -54,12 +72,9 @@ def body_signature_is_valid(
     window: int = 300,
 ) -> bool:
     """True for a body signed with ``token`` within ``window`` seconds of now (constant time)."""
-    if not timestamp or not signature or not token:
-        return False
-    try:
-        moment = int(timestamp)
-    except ValueError:
+    moment = seconds_from(timestamp)
+    if moment is None or not signature or not token:
         return False
     if abs((time.time() if now is None else now) - moment) > window:
         return False
-    return hmac.compare_digest(body_signature(token, moment, body), signature)
+    return same_secret(body_signature(token, moment, body), signature)

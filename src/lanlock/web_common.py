@@ -26,6 +26,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lanlock.links import same_secret, seconds_from
+
 # --- headers ---------------------------------------------------------------------------------
 
 CSP = (
@@ -184,13 +186,13 @@ def form_token(secret: str, binding: str = "", now: float | None = None) -> str:
 
 def form_token_valid(secret: str, token: str, binding: str = "", now: float | None = None) -> bool:
     issued_text, _, mac = token.partition(".")
-    if not issued_text.isdigit() or len(issued_text) > 12 or not mac:
+    issued = seconds_from(issued_text)
+    if issued is None or not mac:
         return False
-    issued = int(issued_text)
     age = (time.time() if now is None else now) - issued
     if not -FORM_TOKEN_SKEW <= age <= FORM_TOKEN_SECONDS:
         return False
-    return hmac.compare_digest(_form_mac(secret, issued, binding), mac)
+    return same_secret(_form_mac(secret, issued, binding), mac)
 
 
 def _form_mac(secret: str, issued: int, binding: str) -> str:

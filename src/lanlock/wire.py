@@ -16,6 +16,7 @@ from lanlock.jws import MalformedRequest
 
 NONCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22,128}$")  # 16 random bytes or more, base64url
 MAX_ADDRESS_CHARS = 64
+LATEST_IAT = 2**53  # beyond any clock, and still exact as a float (an int past it made a 500)
 # The payload's required fields: their type and, for text, the most characters they may hold.
 REQUIRED: dict[str, tuple[type, int]] = {
     "box_id": (str, 64),
@@ -54,11 +55,18 @@ class X509Payload:
                 raise MalformedRequest(f"payload field {name} must be a {kind.__name__}")
             if kind is str and not 0 < len(value) <= longest:
                 raise MalformedRequest(f"payload field {name} is empty or too long")
+            if kind is str and not _is_utf8(value):  # JSON's "\ud800" escapes make such text
+                raise MalformedRequest(f"payload field {name} is not valid Unicode text")
+        if not 0 <= payload["iat"] < LATEST_IAT:
+            raise MalformedRequest("payload field iat must be a Unix time in seconds")
         if not NONCE_PATTERN.match(payload["nonce"]):
             raise MalformedRequest("nonce must be at least 16 random bytes in base64url")
         address = payload.get("address")
         if address is not None and not (
-            isinstance(address, str) and len(address) <= MAX_ADDRESS_CHARS
+            isinstance(address, str)
+            and len(address) <= MAX_ADDRESS_CHARS
+            and address.isascii()
+            and address.isprintable()
         ):
             raise MalformedRequest("payload field address must be a string (an IP address)")
         return cls(**{name: payload[name] for name in REQUIRED}, address=address)
@@ -87,3 +95,11 @@ class X509Result:
         if not all(isinstance(result.get(name), str) for name in fields):
             return None
         return cls(**{name: result[name] for name in fields})
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

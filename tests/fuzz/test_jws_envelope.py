@@ -81,8 +81,10 @@ ODD_VALUES = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-(2**70), 2**70),
+    st.sampled_from([10**400, -(10**400), 2**53]),  # past what a float holds
     st.floats(allow_nan=True),
     st.text(max_size=30),
+    st.sampled_from(["\ud800", "é" * 40, "\x00"]),  # lone surrogates come from JSON escapes
     st.lists(st.integers(), max_size=3),
     st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
 )

@@ -74,7 +74,7 @@ from lanlock import errors
 from lanlock.box import logs
 from lanlock.box.console_client import PairingError
 from lanlock.guard import PasswordGuard
-from lanlock.links import MAX_LINK_SECONDS, link_is_valid
+from lanlock.links import MAX_LINK_SECONDS, link_is_valid, seconds_from
 from lanlock.masking import masked_code
 from lanlock.passwords import password_matches
 from lanlock.web_common import (
@@ -490,7 +490,7 @@ class _Pages:
                 "This box is not paired with a console, so it accepts no signed download "
                 "link. Use Download logs on the box's homepage, with the admin password.",
             )
-        elif expires.isdigit() and int(expires) < time.time():
+        elif (expiry := seconds_from(expires)) is not None and expiry < time.time():
             refusal = (
                 "the link has expired",
                 "This download link has expired. Open Download logs on the console again to "
