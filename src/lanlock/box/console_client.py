@@ -41,8 +41,7 @@ class Pairing:
         config.console_url, config.name = self.console_url, self.name
         config.db_uuid, config.enterprise_code = self.db_uuid, self.enterprise_code
         config.token = self.token
-        if self.cloud_url:
-            config.cloud_url = self.cloud_url
+        config.cloud_url = self.cloud_url  # None: none of a previous console's, either
 
 
 REQUIRED_FIELDS = ("console_url", "db_uuid", "enterprise_code", "name", "token")

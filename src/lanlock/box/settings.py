@@ -56,9 +56,11 @@ class BoxConfig:
         return bool(self.db_uuid and self.enterprise_code)
 
     def forget_console(self) -> None:
-        """Disconnecting (or removal by the console) wipes the console, credentials and token; the
-        scope and zone stay (they are the box's name at the cloud, whoever pairs it next)."""
+        """Disconnecting (or removal by the console) wipes the console, its cloud, the
+        credentials and the token; the scope and zone stay (they are the box's name at the
+        cloud, whoever pairs it next)."""
         self.console_url = self.db_uuid = self.enterprise_code = self.token = None
+        self.cloud_url = None
 
 
 def load_config(data_dir: Path) -> BoxConfig:
