@@ -125,7 +125,10 @@ class Certificate(Base):
     # When the CA's renewal information (ACME ARI) says to renew; None: at 2/3 of the lifetime.
     renew_after: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
-    __table_args__ = (Index("ix_certificates_scope_key", "scope", "key_fingerprint"),)
+    __table_args__ = (
+        Index("ix_certificates_scope_key", "scope", "key_fingerprint"),
+        Index("ix_certificates_box_created", "box_id", "created_at"),  # the issuance budget
+    )
 
 
 class SeenNonce(Base):
