@@ -18,6 +18,7 @@ from lanlock.names import (
     base_name,
     certificate_names,
     host_name,
+    host_of,
     https_url,
     is_scope_label,
     is_served_address,
@@ -367,3 +368,18 @@ def test_parse_host_name_round_trip(address) -> None:
 def test_parse_host_name_rejects(name: str, message: str) -> None:
     with pytest.raises(InvalidName, match=message):
         parse_host_name(name, ZONE)
+
+
+@pytest.mark.parametrize(
+    ("address", "host"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),  # the same host
+        ("fe80::1%eth0", "fe80::/64"),
+        ("not-an-address", "not-an-address"),
+    ],
+)
+def test_the_host_an_address_stands_for(address, host):
+    assert host_of(address) == host

@@ -1,4 +1,6 @@
-"""Every default of lanlock's settings, written once.
+"""The defaults of lanlock's settings, written once (the DNS's TCP limits and the cloud's
+issuance budget stay next to the code that enforces them: dns/worker.py TcpLimits,
+cloud/throttle.py IssuanceBudget).
 
 The command line shows these (``--help``, docs/configuration.md) and the settings classes start
 from them, so a role that runs without options and one built in code behave alike. Nothing here

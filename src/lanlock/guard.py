@@ -6,9 +6,10 @@ limited three ways before any comparison runs:
 * at most ``SCRYPT_AT_ONCE`` comparisons at once in the whole process (two threads of their
   own, so memory stays bounded however many requests arrive); a request that cannot start one
   within ``QUEUE_SECONDS`` is refused;
-* per source address: the first ``FREE_FAILURES`` wrong passwords cost nothing more, each one
-  after that locks the source out for twice as long as the one before (1 s, 2 s, 4 s, … up to
-  15 minutes); a right password clears the count, and a source quiet for an hour is forgotten.
+* per source host (an IPv4 address; an IPv6 /64, all of which one host may use): the first
+  ``FREE_FAILURES`` wrong passwords cost nothing more, each one after that locks the source
+  out for twice as long as the one before (1 s, 2 s, 4 s, … up to 15 minutes); a right
+  password clears the count, and a source quiet for an hour is forgotten.
   At most ``MAX_SOURCES`` sources are tracked (the least recently failed is dropped first);
 * globally: ``GLOBAL_FAILURES`` wrong passwords within ``GLOBAL_WINDOW`` seconds lock everyone
   out until the oldest of them is that old, against guessing spread over many addresses.
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from lanlock import names
 from lanlock.web_common import Refused
 
 SCRYPT_AT_ONCE = 2
@@ -79,6 +81,7 @@ class PasswordGuard:
 
     async def check(self, source: str, matches: Callable[[], bool]) -> bool:
         """``matches()`` (a password comparison) for ``source``, or :class:`Throttled`."""
+        source = names.host_of(source)  # an IPv6 host cannot step through its /64
         self._refuse_if_locked(source)
         try:
             async with asyncio.timeout(QUEUE_SECONDS):

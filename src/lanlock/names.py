@@ -157,6 +157,21 @@ def is_served_address(address: str | Address, allow_public: bool = False) -> boo
     )
 
 
+def host_of(address: str) -> str:
+    """The host an address stands for, to count one client's attempts: an IPv4 address (also
+    when it arrives mapped into IPv6), or an IPv6 /64, since a host may use any address of its
+    /64 at will. Anything that is not an address is its own host."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 def new_scope() -> str:
     """A fresh random scope: 80 bits from ``secrets``, so scopes cannot be guessed or enumerated."""
     return base64.b32encode(secrets.token_bytes(10)).decode("ascii").lower()

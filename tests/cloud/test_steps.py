@@ -6,6 +6,7 @@ modules); these pin each step's own rule, so that a change to one step shows whe
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from lanlock.cloud.refusals import Refused
 from lanlock.cloud.reuse import still_good
 from lanlock.store import Store
 from lanlock.store.models import Certificate
+from lanlock.wire import X509Payload
 
 NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
 
@@ -128,3 +130,10 @@ def test_reuse_while_two_thirds_of_the_lifetime_remain_or_until_the_cas_advice()
 def test_the_garbage_audit_bucket_gives_a_burst_then_a_trickle():
     bucket = TokenBucket(burst=3, rate=0.0)
     assert [bucket.take() for _ in range(5)] == [True, True, True, False, False]
+
+
+def test_a_verified_request_carries_every_field_of_the_wire_payload():
+    """SignedRequest is built from X509Payload's fields: a field added to lanlock.wire without
+    it here would fail every request (TypeError, a 500)."""
+    signed = {field.name for field in dataclasses.fields(SignedRequest)} - {"device_key"}
+    assert signed == {field.name for field in dataclasses.fields(X509Payload)}

@@ -21,9 +21,9 @@ Who is limited, and why so:
 
 Counts live in ``failure_counts``: fixed windows per key, one row per key that failed lately,
 swept when the window is over, so memory is bounded by the store, not by the process, and
-every replica sees the same counts. A failure costs one upsert in the refusal's own
-transaction; a registered box's request is never checked against the table (a wrong code it
-sends still counts as a failure).
+every replica sees the same counts. A failure costs two upserts (its network's and its
+database's) in the refusal's own transaction; a registered box's request is never checked
+against the table (a wrong code it sends still counts as a failure).
 """
 
 from __future__ import annotations

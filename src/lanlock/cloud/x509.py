@@ -77,7 +77,8 @@ class FirstLook:
 
 
 class X509Service:
-    """Answers ``POST /iot/x509`` bodies; thread-safe, stateless but for the sweep's clock."""
+    """Answers ``POST /iot/x509`` bodies; thread-safe. Its only state in memory: when it last
+    swept, and the audit trail's bucket for unauthenticated requests."""
 
     def __init__(
         self,

@@ -78,10 +78,8 @@ def pair_request(body: bytes) -> PairRequest:
     try:
         envelope = jws.envelope_of(_object(body))
         fields = jws.payload_object(envelope.payload)
-    except jws.MalformedRequest as exc:
+    except jws.MalformedRequest as exc:  # nesting too deep included (lanlock.jws.NOT_JSON)
         raise refusal(400, str(exc)) from None
-    except RecursionError:  # a payload of arrays nested thousands deep
-        raise refusal(400, "the JWS payload is not JSON") from None
     link_code_sha256 = fields.get("link_code_sha256")
     if not isinstance(link_code_sha256, str) or not SHA256_HEX.fullmatch(link_code_sha256):
         raise refusal(400, "link_code_sha256: the SHA-256 (lower-case hex) of the link's code")
@@ -116,8 +114,8 @@ def status_report(body: bytes) -> StatusReport:
 def _object(body: bytes) -> dict[str, Any]:
     try:
         fields = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
-        raise refusal(400, "the body is not JSON") from None
+    except jws.NOT_JSON:
+        raise refusal(400, "the body is not JSON (or is nested too deeply)") from None
     if not isinstance(fields, dict):
         raise refusal(400, "the body must be a JSON object")
     return fields
