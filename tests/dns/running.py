@@ -18,6 +18,7 @@ import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
+import pytest
 
 from lanlock.store import Store
 from lanlock.store.models import ChallengeRecord
@@ -148,6 +149,16 @@ def running_dns(
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def one_worker_dns(
+    tmp_path_factory: pytest.TempPathFactory, name: str, *options: str
+) -> Iterator[RunningDNS]:
+    """One worker on a SQLite store of its own, with ``options``: a test module's own server."""
+    tmp = tmp_path_factory.mktemp(name)
+    with running_dns(f"sqlite:///{tmp / 'store.db'}", tmp, *options, workers=1) as server:
+        yield server
 
 
 def publish(

@@ -6,7 +6,6 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import dns.edns
 import dns.flags
@@ -22,9 +21,9 @@ from tests.dns.running import (
     RunningDNS,
     closed_by_server,
     framed,
+    one_worker_dns,
     publish,
     read_message,
-    running_dns,
     seconds_until_everywhere,
 )
 
@@ -222,13 +221,8 @@ CLOSED_WITHIN = TIGHT_IDLE + 0.5 + LATE
 def tight_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDNS]:
     """One worker, TCP connections closed after TIGHT_IDLE seconds without a query, RRL UDP
     answers a second per source."""
-    tmp: Path = tmp_path_factory.mktemp("dns-tight")
-    with running_dns(
-        f"sqlite:///{tmp / 'store.db'}",
-        tmp,
-        *("--tcp-idle-timeout", str(TIGHT_IDLE), "--rrl", str(RRL)),
-        workers=1,
-    ) as server:
+    options = ("--tcp-idle-timeout", str(TIGHT_IDLE), "--rrl", str(RRL))
+    with one_worker_dns(tmp_path_factory, "dns-tight", *options) as server:
         yield server
 
 
@@ -259,12 +253,8 @@ def test_trickling_bytes_do_not_keep_a_connection_open(tight_server: RunningDNS)
 @pytest.fixture(scope="module")
 def capped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDNS]:
     """One worker, at most 2 TCP connections, none closed as idle while a test runs."""
-    tmp: Path = tmp_path_factory.mktemp("dns-capped")
-    with running_dns(
-        f"sqlite:///{tmp / 'store.db'}",
-        tmp,
-        *("--tcp-max-connections", "2", "--tcp-idle-timeout", "60"),
-        workers=1,
+    with one_worker_dns(
+        tmp_path_factory, "dns-capped", "--tcp-max-connections", "2", "--tcp-idle-timeout", "60"
     ) as server:
         yield server
 

@@ -14,7 +14,6 @@ import contextlib
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import dns.message
 import dns.rcode
@@ -25,9 +24,9 @@ from tests.dns.running import (
     RunningDNS,
     closed_by_server,
     framed,
+    one_worker_dns,
     publish,
     read_message,
-    running_dns,
     seconds_until_everywhere,
 )
 from tests.servers import ZONE
@@ -75,8 +74,7 @@ def scope() -> str:
 @pytest.fixture(scope="module")
 def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDNS]:
     """The server with its TCP defaults: what production runs."""
-    tmp: Path = tmp_path_factory.mktemp("dns-hold")
-    with running_dns(f"sqlite:///{tmp / 'store.db'}", tmp, workers=1) as server:
+    with one_worker_dns(tmp_path_factory, "dns-hold") as server:
         yield server
 
 
@@ -109,12 +107,8 @@ def test_one_host_holding_its_maximum_starves_nobody(
 def short_lived_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDNS]:
     """Connections live 1 s at most; the idle timeout is far longer, so only the lifetime ends
     a busy one."""
-    tmp: Path = tmp_path_factory.mktemp("dns-lifetime")
-    with running_dns(
-        f"sqlite:///{tmp / 'store.db'}",
-        tmp,
-        *("--tcp-max-lifetime", "1", "--tcp-idle-timeout", "30"),
-        workers=1,
+    with one_worker_dns(
+        tmp_path_factory, "dns-lifetime", "--tcp-max-lifetime", "1", "--tcp-idle-timeout", "30"
     ) as server:
         yield server
 
@@ -135,13 +129,8 @@ BUDGET = 5
 
 @pytest.fixture(scope="module")
 def budget_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDNS]:
-    tmp: Path = tmp_path_factory.mktemp("dns-budget")
-    with running_dns(
-        f"sqlite:///{tmp / 'store.db'}",
-        tmp,
-        *("--tcp-max-queries", str(BUDGET), "--tcp-max-per-source", "2"),
-        workers=1,
-    ) as server:
+    options = ("--tcp-max-queries", str(BUDGET), "--tcp-max-per-source", "2")
+    with one_worker_dns(tmp_path_factory, "dns-budget", *options) as server:
         yield server
 
 
