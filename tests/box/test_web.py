@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import contextlib
 import hashlib
 import hmac
 import html
@@ -78,13 +79,29 @@ def valid_box(
     box.stop()
 
 
+@contextlib.contextmanager
+def box_out_of_the_box(folder: Path, cloud: RunningCloud) -> Iterator[RunningBox]:
+    """A box as it comes out of the box: no console, no credentials, no token."""
+    box = start_box(folder, "--cloud", cloud.url)
+    try:
+        box.wait_for(lambda s: s.get("code") == errors.CHECK_NO_SERVER)
+        yield box
+    finally:
+        box.stop()
+
+
 @pytest.fixture(scope="module")
 def bare_box(cloud: RunningCloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBox]:
-    """A box as it comes out of the box: no console, no credentials, no token."""
-    box = start_box(tmp_path_factory.mktemp("bare-box"), "--cloud", cloud.url)
-    box.wait_for(lambda s: s.get("code") == errors.CHECK_NO_SERVER)
-    yield box
-    box.stop()
+    """Shared by the tests that leave it as it is."""
+    with box_out_of_the_box(tmp_path_factory.mktemp("bare-box"), cloud) as box:
+        yield box
+
+
+@pytest.fixture
+def own_bare_box(cloud: RunningCloud, tmp_path: Path) -> Iterator[RunningBox]:
+    """A test's own: it takes credentials and a console, which no other test may see."""
+    with box_out_of_the_box(tmp_path / "bare-box", cloud) as box:
+        yield box
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -205,34 +222,41 @@ def test_ping_allows_any_origin(bare_box: RunningBox) -> None:
 
 
 def test_credentials_flow_shows_each_error_then_the_url(
-    bare_box: RunningBox, store: Store, cloud: RunningCloud, root: Path
+    own_bare_box: RunningBox, store: Store, cloud: RunningCloud, root: Path
 ) -> None:
     staging = Customer.create(store, kind="staging")
     production = Customer.create(store)
-    good = fresh_form(bare_box, root, db_uuid=staging.db_uuid, code=staging.code, action="save")
-    assert_refused_each_way(bare_box, root, "/credentials", good)
-    assert load_config(bare_box.data_dir).db_uuid is None
+    good = fresh_form(own_bare_box, root, db_uuid=staging.db_uuid, code=staging.code, action="save")
+    assert_refused_each_way(own_bare_box, root, "/credentials", good)
+    assert load_config(own_bare_box.data_dir).db_uuid is None
 
     # Connected, no credentials yet: the agent notices the new settings file and checks.
     subprocess.run(
         lanlock_command(
-            "box", "credentials", "--data", str(bare_box.data_dir), "--console", UNREACHABLE_CONSOLE
+            "box",
+            "credentials",
+            "--data",
+            str(own_bare_box.data_dir),
+            "--console",
+            UNREACHABLE_CONSOLE,
         ),
         check=True,
         capture_output=True,
     )
-    bare_box.wait_for(lambda s: s.get("code") == errors.LOAD_NO_CREDENTIAL)
-    with by_ip(bare_box) as http:
+    own_bare_box.wait_for(lambda s: s.get("code") == errors.LOAD_NO_CREDENTIAL)
+    with by_ip(own_bare_box) as http:
         seen = text_of(http.get("/").text)
     assert f"Connected to {UNREACHABLE_CONSOLE}" in seen
     assert errors.LOAD_NO_CREDENTIAL in seen
 
     # A non-production database: the cloud refuses, the page says why and what to do.
-    fields = fresh_form(bare_box, root, db_uuid=staging.db_uuid, code=staging.code, action="save")
-    answer = post(bare_box, root, "/credentials", fields)
+    fields = fresh_form(
+        own_bare_box, root, db_uuid=staging.db_uuid, code=staging.code, action="save"
+    )
+    answer = post(own_bare_box, root, "/credentials", fields)
     assert answer.status_code == 303 and answer.headers["location"] == "/"
-    assert bare_box.state_file()["reason"] == errors.DATABASE_NOT_PRODUCTION  # checked already
-    with by_ip(bare_box) as http:
+    assert own_bare_box.state_file()["reason"] == errors.DATABASE_NOT_PRODUCTION  # checked already
+    with by_ip(own_bare_box) as http:
         page = http.get("/").text
     seen = text_of(page)
     assert errors.LOAD_REQUEST_NO_RESULT in seen
@@ -248,31 +272,33 @@ def test_credentials_flow_shows_each_error_then_the_url(
     assert "••••••" + staging.db_uuid[-4:] in seen
 
     # Production credentials, sent with a same-origin Origin as a browser would: valid at once.
-    fields = fresh_form(bare_box, root, db_uuid=production.db_uuid, code=production.code)
-    answer = post(bare_box, root, "/credentials", fields, {"Origin": bare_box.http_url})
+    fields = fresh_form(own_bare_box, root, db_uuid=production.db_uuid, code=production.code)
+    answer = post(own_bare_box, root, "/credentials", fields, {"Origin": own_bare_box.http_url})
     assert answer.status_code == 303
-    state = bare_box.state_file()
+    state = own_bare_box.state_file()
     assert state["state"] == "valid" and not state["code"]
-    with by_ip(bare_box) as http:
+    with by_ip(own_bare_box) as http:
         page = http.get("/").text
     assert f'href="{state["url"]}"' in page
     assert 'id="error"' not in page
     assert production.code not in page
 
     # Either field left empty keeps its stored value; Clear forgets both.
-    fields = fresh_form(bare_box, root, db_uuid=production.db_uuid)
-    assert post(bare_box, root, "/credentials", fields).status_code == 303
-    assert load_config(bare_box.data_dir).enterprise_code == production.code
-    fields = fresh_form(bare_box, root, code=production.code)
-    assert post(bare_box, root, "/credentials", fields).status_code == 303
-    assert load_config(bare_box.data_dir).db_uuid == production.db_uuid
-    answer = post(bare_box, root, "/credentials", fresh_form(bare_box, root, action="clear"))
+    fields = fresh_form(own_bare_box, root, db_uuid=production.db_uuid)
+    assert post(own_bare_box, root, "/credentials", fields).status_code == 303
+    assert load_config(own_bare_box.data_dir).enterprise_code == production.code
+    fields = fresh_form(own_bare_box, root, code=production.code)
+    assert post(own_bare_box, root, "/credentials", fields).status_code == 303
+    assert load_config(own_bare_box.data_dir).db_uuid == production.db_uuid
+    answer = post(
+        own_bare_box, root, "/credentials", fresh_form(own_bare_box, root, action="clear")
+    )
     assert answer.status_code == 303
-    config = load_config(bare_box.data_dir)
+    config = load_config(own_bare_box.data_dir)
     assert config.db_uuid is None and config.enterprise_code is None
     assert config.console_url == UNREACHABLE_CONSOLE
-    assert production.code not in log_text(bare_box)
-    assert staging.code not in log_text(bare_box)
+    assert production.code not in log_text(own_bare_box)
+    assert staging.code not in log_text(own_bare_box)
 
 
 def test_homepage_of_a_valid_box(valid_box: RunningBox, cloud: RunningCloud, root: Path) -> None:
