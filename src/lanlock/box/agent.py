@@ -83,6 +83,9 @@ class Agent:
         self.box_id = pki.box_id_for(self.device_key.public_key())
         self.config = load_config(self.data_dir)
         self._config_lock = threading.RLock()
+        # The admin password as last read, with the hash it was read for: the file is read again
+        # only when the hash changes (a new password), not at every settings read.
+        self._password: tuple[str | None, str | None] = (None, None)
         self._ensure_secrets()
         logs.apply_level(self.config)
         self._remember_secrets()
@@ -141,7 +144,10 @@ class Agent:
 
     def _remember_secrets(self) -> None:
         """The log masks these wherever they would appear (:mod:`lanlock.box.logs`)."""
-        logs.remember_secrets(self.config, passwords.read_password_file(self.data_dir))
+        hashed = self.config.password_hash
+        if hashed != self._password[0]:
+            self._password = (hashed, passwords.read_password_file(self.data_dir))
+        logs.remember_secrets(self.config, self._password[1])
 
     def _settings_mtime(self) -> float:
         try:
