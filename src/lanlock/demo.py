@@ -254,19 +254,25 @@ def summary(demo: Demo, state: dict[str, str], root: Path, password: str) -> str
 
 @contextlib.contextmanager
 def stopping_on_signals(demo: Demo) -> Iterator[None]:
-    """Ctrl-C (and SIGTERM) end the wait below; the parts are stopped either way."""
+    """Ctrl-C (and SIGTERM) end the wait below; the parts are stopped either way.
+
+    SIGINT is handled here too, not left to Python's default: a process started with SIGINT
+    ignored (by a parent that ignores it, as a test runner's worker may) keeps it ignored, and
+    such a demo would never stop on Ctrl-C.
+    """
 
     def interrupt(_sig: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     except KeyboardInterrupt:
         click.echo("\nstopping …")
     finally:
         demo.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 PORT = click.IntRange(1, 65535)
