@@ -29,7 +29,7 @@ from tests.acme import ask_like_a_box, start_system  # noqa: E402
 from tests.boxes import Customer, TestBox  # noqa: E402
 from tests.servers import fresh_store_url  # noqa: E402
 
-from lanlock.store import Store  # noqa: E402
+from lanlock.cloud.models import cloud_store  # noqa: E402
 
 
 def issue_once(box: TestBox, customer: Customer) -> float:
@@ -100,7 +100,7 @@ def main() -> None:
             system = start_system(tmp, url)
             cloud = system.cloud
             try:
-                store = Store(url, pool_size=1)
+                store = cloud_store(url, pool_size=1)
                 customer = Customer.create(store, iot_boxes=args.sequential + args.concurrent + 5)
                 store.dispose()
                 issue_once(TestBox(cloud.url), customer)  # warm-up: makes the ACME account

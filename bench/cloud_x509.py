@@ -61,7 +61,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from lanlock import pki  # noqa: E402
 from lanlock.box.cloud_client import signed_body, x509_payload  # noqa: E402
 from lanlock.cloud import admin  # noqa: E402
-from lanlock.store import Store  # noqa: E402
+from lanlock.cloud.models import cloud_store  # noqa: E402
 
 try:
     import uvloop
@@ -354,7 +354,7 @@ class Customer:
 
 def seed(store_url: str, customers: int, boxes_each: int) -> list[Customer]:
     """Production databases, each with one in-progress subscription with room for the boxes."""
-    store = Store(store_url, pool_size=2)
+    store = cloud_store(store_url, pool_size=2)
     try:
         made = []
         for _ in range(customers):

@@ -22,12 +22,11 @@ from pathlib import Path
 import dns.message
 from sqlalchemy import select
 
+from lanlock.cloud.models import ChallengeRecord, cloud_store
 from lanlock.dns.answer import Responder
 from lanlock.dns.challenges import ChallengeBoard, read_engine
 from lanlock.dns.fastpath import FastPath
 from lanlock.dns.zone import Zone, ZoneSettings
-from lanlock.store import Store
-from lanlock.store.models import ChallengeRecord
 
 ZONE = "iot.test"
 SCOPE = "abcdefghijklmnop"
@@ -62,7 +61,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         url = args.store or f"sqlite:///{Path(tmp) / 'store.db'}"
-        store = Store(url, pool_size=1)
+        store = cloud_store(url, pool_size=1)
         store.migrate()
         with store.transaction() as session:
             expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)

@@ -33,7 +33,7 @@ import dns.rcode
 import dns.rdatatype
 
 from lanlock import names
-from lanlock.store import Store
+from lanlock.cloud.models import cloud_store
 from tests import test_browser
 from tests.box.test_lifecycle import give_credentials
 from tests.boxes import Customer
@@ -101,7 +101,7 @@ def start_dns_on_port_53(store_url: str, work: Path) -> RunningDNS:
 
 def start_paid_box(store_url: str, cloud: RunningCloud, work: Path) -> RunningBox:
     """A box of a paying customer, listening on every address of the namespace."""
-    store = Store(store_url, pool_size=1)
+    store = cloud_store(store_url, pool_size=1)
     try:
         customer = Customer.create(store)
     finally:

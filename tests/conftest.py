@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from lanlock.cloud import models as cloud_models
 from lanlock.store import Store
 from tests.servers import RunningCloud, fresh_store_url, running_cloud
 
@@ -31,6 +32,6 @@ def cloud(
 @pytest.fixture
 def cloud_store(cloud: RunningCloud) -> Iterator[Store]:
     """The running cloud's store, opened by the test (as the admin command line would)."""
-    store = Store(cloud.store_url, pool_size=2)
+    store = cloud_models.cloud_store(cloud.store_url, pool_size=2)
     yield store
     store.dispose()

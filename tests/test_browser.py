@@ -24,8 +24,7 @@ from sqlalchemy import update
 
 from lanlock.box.settings import load_config
 from lanlock.box.tls_store import TLSStore
-from lanlock.store import Store
-from lanlock.store.models import Database
+from lanlock.cloud.models import Database, cloud_store
 from tests.realparts import require
 from tests.servers import RunningBox, free_port, lanlock_command, start_box
 from tests.test_demo import running_demo
@@ -240,9 +239,9 @@ def test_console_pairs_a_box_shows_its_card_opens_it_and_downloads_its_logs(syst
 
 
 def test_box_of_a_database_that_is_not_production_shows_why(system, tmp_path):
-    cloud_store = Store(f"sqlite:///{system.data / 'cloud' / 'cloud.db'}", pool_size=1)
+    opened = cloud_store(f"sqlite:///{system.data / 'cloud' / 'cloud.db'}", pool_size=1)
     try:
-        with cloud_store.transaction() as session:
+        with opened.transaction() as session:
             session.execute(update(Database).values(kind="staging"))
         with chromium(tmp_path / "home", system.root) as browser:
             page = browser.new_page()
@@ -261,9 +260,9 @@ def test_box_of_a_database_that_is_not_production_shows_why(system, tmp_path):
             finally:
                 box.stop()
     finally:
-        with cloud_store.transaction() as session:
+        with opened.transaction() as session:
             session.execute(update(Database).values(kind="production"))
-        cloud_store.dispose()
+        opened.dispose()
 
 
 def test_removing_a_box_in_the_console_makes_it_forget_console_and_certificate(system, tmp_path):

@@ -21,8 +21,8 @@ from click.testing import CliRunner, Result
 from lanlock import defaults
 from lanlock.cli import ROLES, main
 from lanlock.cloud import admin
+from lanlock.cloud.models import cloud_store
 from lanlock.config import UNSCOPED_OPTIONS, default_data_dir
-from lanlock.store import Store
 from tests.test_cli_imports import HEAVY, loaded_by
 
 # Settings the developer's own shell (or the test run's) might hold must not leak into these tests.
@@ -41,7 +41,7 @@ def isolated_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def make_store(path: Path, database: str) -> str:
     url = f"sqlite:///{path}"
-    store = Store(url, pool_size=1)
+    store = cloud_store(url, pool_size=1)
     try:
         store.migrate()
         admin.add_database(store, database)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lanlock.store import Store
+from lanlock.cloud.models import cloud_store
 from tests.box.test_lifecycle import give_credentials
 from tests.boxes import Customer
 from tests.servers import running_cloud, start_box
@@ -73,7 +73,7 @@ def test_a_box_install_tells_which_extra_another_role_needs(box_venv):
 
 def test_a_box_install_runs_the_box_to_a_valid_certificate(box_venv, tmp_path):
     with running_cloud(tmp_path / "cloud") as cloud:
-        store = Store(cloud.store_url, pool_size=1)
+        store = cloud_store(cloud.store_url, pool_size=1)
         give_credentials(tmp_path / "box", Customer.create(store))
         store.dispose()
         box = start_box(tmp_path / "box", "--cloud", cloud.url, python=str(box_venv))

@@ -21,6 +21,7 @@ from lanlock.box.agent import MAINTENANCE_TICK
 from lanlock.box.lifecycle import CertificateManager
 from lanlock.box.settings import load_config, save_config
 from lanlock.box.tls_store import TLSStore
+from lanlock.cloud.models import cloud_store
 from lanlock.store import Store
 from tests.boxes import Customer
 from tests.servers import (
@@ -47,7 +48,7 @@ def cloud(tmp_path_factory) -> Iterator[RunningCloud]:
 
 @pytest.fixture(scope="module")
 def store(cloud) -> Iterator[Store]:
-    opened = Store(cloud.store_url, pool_size=2)
+    opened = cloud_store(cloud.store_url, pool_size=2)
     yield opened
     opened.dispose()
 

@@ -21,7 +21,7 @@ import pytest
 from lanlock import pki
 from lanlock.box.agent import Agent, BoxSettings
 from lanlock.box.tls_store import Pair, TLSStore
-from lanlock.store import Store
+from lanlock.cloud.models import cloud_store
 from tests.box.test_lifecycle import give_credentials, host_of, served_certificate
 from tests.boxes import Customer
 from tests.servers import (
@@ -45,7 +45,7 @@ def cloud(tmp_path_factory) -> Iterator[RunningCloud]:
 @pytest.fixture
 def agent(tmp_path, cloud) -> Iterator[Agent]:
     """A real agent in this process (so that the test can ask it to rotate), on real sockets."""
-    store = Store(cloud.store_url, pool_size=1)
+    store = cloud_store(cloud.store_url, pool_size=1)
     give_credentials(tmp_path / "box", Customer.create(store))
     store.dispose()
     running = Agent(

@@ -21,6 +21,7 @@ import pytest
 
 from lanlock import errors
 from lanlock.box.settings import load_config, save_config
+from lanlock.cloud.models import cloud_store
 from lanlock.store import Store
 from tests.box.clients import (
     UNREACHABLE_CONSOLE,
@@ -59,7 +60,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCloud]:
 
 @pytest.fixture(scope="module")
 def store(cloud: RunningCloud) -> Iterator[Store]:
-    opened = Store(cloud.store_url, pool_size=2)
+    opened = cloud_store(cloud.store_url, pool_size=2)
     yield opened
     opened.dispose()
 

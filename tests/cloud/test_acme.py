@@ -11,8 +11,7 @@ from sqlalchemy import func, select
 
 from lanlock import names, pki
 from lanlock.box.cloud_client import read_answer, signed_body
-from lanlock.store import Store
-from lanlock.store.models import AuditEntry, ChallengeRecord
+from lanlock.cloud.models import AuditEntry, ChallengeRecord, cloud_store
 from tests.acme import AcmeSystem, ask_like_a_box, start_system
 from tests.box.test_lifecycle import give_credentials, host_of, served_certificate
 from tests.boxes import Customer, TestBox, post_together
@@ -32,7 +31,7 @@ def system(tmp_path_factory) -> Iterator[AcmeSystem]:
 
 
 def challenge_rows(store_url: str) -> int:
-    store = Store(store_url, pool_size=1)
+    store = cloud_store(store_url, pool_size=1)
     try:
         with store.transaction() as session:
             return session.scalar(select(func.count()).select_from(ChallengeRecord))
@@ -47,7 +46,7 @@ def pebble_roots(pebble: RunningPebble, tmp: Path) -> Path:
 
 
 def test_box_gets_a_pebble_certificate_validated_through_lanlock_dns(system, tmp_path):
-    store = Store(system.store_url, pool_size=1)
+    store = cloud_store(system.store_url, pool_size=1)
     give_credentials(tmp_path / "box", Customer.create(store))
     store.dispose()
     box: RunningBox = start_box(tmp_path / "box", "--cloud", system.cloud.url)
@@ -64,7 +63,7 @@ def test_box_gets_a_pebble_certificate_validated_through_lanlock_dns(system, tmp
 
 
 def test_same_key_reuses_and_the_chain_verifies(system, tmp_path):
-    store = Store(system.store_url, pool_size=1)
+    store = cloud_store(system.store_url, pool_size=1)
     customer = Customer.create(store)
     store.dispose()
     box = TestBox(system.cloud.url)
@@ -90,7 +89,7 @@ def test_wrong_txt_value_seen_by_the_ca_gives_issuance_failed_and_no_trace(tmp_p
         liar = start_dns(liar_url, tmp_path / "liar", workers=1)
         system = start_system(tmp_path, url, pebble_dns=liar.port)
         try:
-            store = Store(url, pool_size=1)
+            store = cloud_store(url, pool_size=1)
             customer = Customer.create(store)
             store.dispose()
             box = TestBox(system.cloud.url)
@@ -111,7 +110,7 @@ def test_dns_stopped_gives_issuance_failed_and_no_trace(tmp_path):
     with fresh_store_url("sqlite", tmp_path) as url:
         system = start_system(tmp_path, url)
         try:
-            store = Store(url, pool_size=1)
+            store = cloud_store(url, pool_size=1)
             customer = Customer.create(store)
             store.dispose()
             system.dns.stop()
@@ -127,7 +126,7 @@ def test_issuance_survives_pebble_rejecting_half_of_the_nonces(tmp_path):
     with fresh_store_url("sqlite", tmp_path) as url:
         system = start_system(tmp_path, url, nonce_reject=50)
         try:
-            store = Store(url, pool_size=1)
+            store = cloud_store(url, pool_size=1)
             customer = Customer.create(store)
             store.dispose()
             for _ in range(3):
@@ -144,7 +143,7 @@ def test_pebble_down_gives_503_and_the_box_recovers(tmp_path):
         system = start_system(tmp_path, url)
         try:
             system.pebble.stop()
-            store = Store(url, pool_size=1)
+            store = cloud_store(url, pool_size=1)
             give_credentials(tmp_path / "box", Customer.create(store))
             store.dispose()
             box = start_box(
@@ -196,7 +195,7 @@ def test_two_clouds_on_postgres_place_one_order_for_one_scope(tmp_path):
             f"127.0.0.1:{system.dns.port}",
         )
         try:
-            store = Store(url, pool_size=1)
+            store = cloud_store(url, pool_size=1)
             customer = Customer.create(store)
             box = TestBox(system.cloud.url)
             scope = box.ask(customer).hint["scope"]

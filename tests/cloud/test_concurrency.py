@@ -14,8 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from lanlock.box.cloud_client import read_answer, signed_body
-from lanlock.store import Store
-from lanlock.store.models import AuditEntry, Box, Certificate
+from lanlock.cloud.models import AuditEntry, Box, Certificate, cloud_store
 from tests.boxes import Customer, TestBox, post_together
 from tests.servers import RunningCloud, fresh_store_url, start_cloud
 from tests.threads import assert_overlapping
@@ -43,7 +42,7 @@ def fire_at_once(requests: list[tuple[str, bytes]]) -> list[httpx.Response]:
 
 def test_fifty_simultaneous_first_requests_of_one_box_issue_once(two_clouds):
     first, second = two_clouds
-    store = Store(first.store_url, pool_size=2)
+    store = cloud_store(first.store_url, pool_size=2)
     customer = Customer.create(store)
     box = TestBox(first.url)
     bodies = [signed_body(box.device_key, box.payload(customer)) for _ in range(50)]
@@ -70,7 +69,7 @@ def test_fifty_simultaneous_first_requests_of_one_box_issue_once(two_clouds):
 
 def test_twenty_new_boxes_racing_for_five_slots_register_exactly_five(two_clouds):
     first, second = two_clouds
-    store = Store(first.store_url, pool_size=2)
+    store = cloud_store(first.store_url, pool_size=2)
     customer = Customer.create(store, iot_boxes=5)
     boxes = [TestBox(first.url) for _ in range(20)]
     bodies = [signed_body(b.device_key, b.payload(customer)) for b in boxes]

@@ -10,7 +10,7 @@ import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from lanlock.store import Store
+from lanlock.cloud.models import cloud_store
 from tests.boxes import Customer, TestBox
 from tests.realparts import POSTGRES_URL
 from tests.servers import (
@@ -26,7 +26,7 @@ def test_store_gone_gives_503_with_retry_after_and_the_cloud_survives(tmp_path):
     with fresh_store_url("postgres", tmp_path) as url:
         cloud = start_cloud(url, tmp_path / "data")
         try:
-            store = Store(url, pool_size=1)
+            store = cloud_store(url, pool_size=1)
             customer = Customer.create(store)
             store.dispose()
             box = TestBox(cloud.url)
@@ -64,7 +64,7 @@ def test_cloud_over_tls_is_verified_by_the_box(tmp_path):
     with fresh_store_url("sqlite", tmp_path) as url:
         cloud = start_cloud(url, tmp_path / "data", tls=tls)
         try:
-            store = Store(url, pool_size=1)
+            store = cloud_store(url, pool_size=1)
             customer = Customer.create(store)
             store.dispose()
             ask = box_request(

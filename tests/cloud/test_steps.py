@@ -19,10 +19,10 @@ from lanlock.cloud import admin, eligibility, limits, nonces, registration
 from lanlock.cloud.audit import TokenBucket
 from lanlock.cloud.issuance import ScopeLease
 from lanlock.cloud.jws import SignedRequest, Unauthorized
+from lanlock.cloud.models import Certificate, cloud_store
 from lanlock.cloud.refusals import Refused
 from lanlock.cloud.reuse import still_good
 from lanlock.store import Store
-from lanlock.store.models import Certificate
 from lanlock.wire import X509Payload
 
 NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
@@ -30,7 +30,7 @@ NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(f"sqlite:///{tmp_path / 'store.db'}", pool_size=2)
+    opened = cloud_store(f"sqlite:///{tmp_path / 'store.db'}", pool_size=2)
     opened.migrate()
     yield opened
     opened.dispose()

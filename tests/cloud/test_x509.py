@@ -13,8 +13,8 @@ from sqlalchemy import func, select
 from lanlock import names, pki
 from lanlock.box.cloud_client import signed_body
 from lanlock.cloud import admin
+from lanlock.cloud.models import AuditEntry, Box, Certificate
 from lanlock.store import Store
-from lanlock.store.models import AuditEntry, Box, Certificate
 from tests.boxes import Customer, TestBox
 
 

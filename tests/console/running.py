@@ -24,8 +24,7 @@ from sqlalchemy import select
 
 from lanlock import pki
 from lanlock.console import record
-from lanlock.console.models import Base, ConsoleRecord
-from lanlock.console.server import MIGRATIONS
+from lanlock.console.models import Base, ConsoleRecord, console_store
 from lanlock.jws import signed_body
 from lanlock.links import body_signature
 from lanlock.store import Store
@@ -97,7 +96,7 @@ class RunningConsole:
         return http
 
     def store(self) -> Store:
-        return Store(self.store_url, pool_size=1, migrations=MIGRATIONS)
+        return console_store(self.store_url, pool_size=1)
 
     def rows(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of the console's tables but the sessions: to tell that nothing changed."""

@@ -18,7 +18,7 @@ from sqlalchemy import update
 from lanlock import errors, pki
 from lanlock.console.models import THE_CONSOLE, ConsoleRecord, PairingCode
 from lanlock.links import link_is_valid
-from lanlock.store.models import utcnow
+from lanlock.store.types import utcnow
 from tests.console.conftest import CODE
 from tests.console.running import (
     RunningConsole,

@@ -9,10 +9,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from lanlock.console.models import VERSION_TABLE, Base
-from lanlock.console.server import MIGRATIONS
-from lanlock.store import Store
-from lanlock.store.models import Base as CloudBase
+from lanlock.cloud.models import Base as CloudBase
+from lanlock.cloud.models import cloud_store
+from lanlock.console.models import VERSION_TABLE, Base, console_store
 from tests.console.conftest import CODE
 from tests.console.running import (
     csrf_of,
@@ -26,7 +25,7 @@ from tests.servers import fresh_store_url
 
 
 def test_migrations_make_what_the_models_describe(store_url: str):
-    store = Store(store_url, pool_size=1, migrations=MIGRATIONS)
+    store = console_store(store_url, pool_size=1)
     try:
         store.migrate()
         store.migrate()  # a second start changes nothing
@@ -38,8 +37,8 @@ def test_migrations_make_what_the_models_describe(store_url: str):
 
 
 def test_the_console_and_the_cloud_can_share_one_database(store_url: str):
-    cloud = Store(store_url, pool_size=1)
-    console = Store(store_url, pool_size=1, migrations=MIGRATIONS)
+    cloud = cloud_store(store_url, pool_size=1)
+    console = console_store(store_url, pool_size=1)
     try:
         cloud.migrate()
         console.migrate()

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from lanlock.cloud import admin as cloud_admin
-from lanlock.store import Store
+from lanlock.cloud.models import cloud_store
 from tests.console.conftest import CODE
 from tests.console.running import RunningConsole, make_link, text_of
 from tests.servers import (
@@ -76,7 +76,7 @@ def test_a_paired_box_gets_its_certificate_and_shows_on_its_card(
 
 def register_console_database(console: RunningConsole, cloud: RunningCloud) -> None:
     """The vendor knows this console's database and the subscription whose code the admin set."""
-    store = Store(cloud.store_url, pool_size=1)
+    store = cloud_store(cloud.store_url, pool_size=1)
     try:
         db_uuid = console.settings().db_uuid
         if db_uuid not in {row["uuid"] for row in cloud_admin.list_databases(store)}:

@@ -20,8 +20,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from lanlock.store import Store
-from lanlock.store.models import ChallengeRecord
+from lanlock.cloud.models import ChallengeRecord, cloud_store
 from tests.servers import ZONE, free_port, lanlock_command
 
 HOST = "127.0.0.1"
@@ -98,8 +97,13 @@ class RunningDNS:
                 self.process.wait(5)
 
 
-def start_dns(store_url: str, tmp_path: Path, *extra: str, workers: int = 2) -> RunningDNS:
-    """Start the server and wait until it answers; a port that is taken is tried again."""
+def start_dns(
+    store_url: str, tmp_path: Path, *extra: str, workers: int = 2, migrate: bool = True
+) -> RunningDNS:
+    """Start the server and wait until it answers; a port that is taken is tried again. The
+    store gets the cloud's schema first (``migrate``), as the DNS needs and never makes."""
+    if migrate:
+        migrate_cloud_schema(store_url)
     for _attempt in range(3):
         port = free_port()
         log = tmp_path / f"dns-{port}.log"
@@ -129,6 +133,14 @@ def start_dns(store_url: str, tmp_path: Path, *extra: str, workers: int = 2) -> 
     raise RuntimeError(f"lanlock dns serve did not start:\n{server.log_text()}")
 
 
+def migrate_cloud_schema(store_url: str) -> None:
+    store = cloud_store(store_url, pool_size=1)
+    try:
+        store.migrate()
+    finally:
+        store.dispose()
+
+
 def _wait_until_answering(server: RunningDNS) -> bool:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -142,9 +154,9 @@ def _wait_until_answering(server: RunningDNS) -> bool:
 
 @contextlib.contextmanager
 def running_dns(
-    store_url: str, tmp_path: Path, *extra: str, workers: int = 2
+    store_url: str, tmp_path: Path, *extra: str, workers: int = 2, migrate: bool = True
 ) -> Iterator[RunningDNS]:
-    server = start_dns(store_url, tmp_path, *extra, workers=workers)
+    server = start_dns(store_url, tmp_path, *extra, workers=workers, migrate=migrate)
     try:
         yield server
     finally:
@@ -166,7 +178,7 @@ def publish(
 ) -> None:
     """Write challenge values as the cloud does: rows of ``acme_challenges`` for the scope of
     ``name`` (``_acme-challenge.<scope>.<zone>``)."""
-    store = Store(store_url, pool_size=1)
+    store = cloud_store(store_url, pool_size=1)
     try:
         with store.transaction() as session:
             expires_at = dt.datetime.now(dt.UTC) + ttl
@@ -179,7 +191,7 @@ def publish(
 
 
 def unpublish(store_url: str, name: str) -> None:
-    store = Store(store_url, pool_size=1)
+    store = cloud_store(store_url, pool_size=1)
     try:
         with store.transaction() as session:
             session.query(ChallengeRecord).filter_by(scope=scope_of(name)).delete()

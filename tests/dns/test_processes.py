@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from lanlock.cli import main
-from tests.dns.running import RunningDNS, start_dns
+from tests.dns.running import RunningDNS, migrate_cloud_schema, start_dns
 from tests.servers import free_port
 
 ZONE = "iot.test"
@@ -95,6 +95,7 @@ def test_workers_of_a_killed_server_do_not_live_on(tmp_path: Path) -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_port_in_use_is_reported(tmp_path: Path, workers: int) -> None:
     store = f"sqlite:///{tmp_path / 's.db'}"
+    migrate_cloud_schema(store)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         port = free_port()
         taken.bind(("127.0.0.1", port))

@@ -17,7 +17,7 @@ import pytest
 
 from lanlock import errors
 from lanlock.box.settings import load_config
-from lanlock.store import Store
+from lanlock.cloud.models import cloud_store
 from tests.box.clients import (
     admin_password,
     by_ip,
@@ -48,7 +48,7 @@ def root(cloud: RunningCloud) -> Path:
 def valid_box(
     cloud: RunningCloud, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningBox]:
-    store = Store(cloud.store_url, pool_size=1)
+    store = cloud_store(cloud.store_url, pool_size=1)
     try:
         box = start_valid_box(tmp_path_factory.mktemp("forms-valid"), cloud, store)
     finally:

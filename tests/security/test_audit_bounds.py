@@ -15,8 +15,8 @@ import re
 import httpx
 from sqlalchemy import func, select
 
+from lanlock.cloud.models import AuditEntry, cloud_store
 from lanlock.store import Store
-from lanlock.store.models import AuditEntry
 from tests.boxes import Customer, TestBox
 from tests.servers import fresh_store_url, start_cloud
 
@@ -34,7 +34,7 @@ def audit_rows(store: Store, outcome: str | None = None) -> int:
 def test_garbage_cannot_grow_the_audit_trail_without_bound(tmp_path):
     with fresh_store_url("sqlite", tmp_path) as url:
         cloud = start_cloud(url, tmp_path / "data")
-        store = Store(url, pool_size=1)
+        store = cloud_store(url, pool_size=1)
         try:
             with httpx.Client(timeout=30) as client:
                 for n in range(GARBAGE):
@@ -56,7 +56,7 @@ def test_garbage_cannot_grow_the_audit_trail_without_bound(tmp_path):
 
 def test_rows_past_the_retention_are_removed(tmp_path):
     with fresh_store_url("sqlite", tmp_path) as url:
-        store = Store(url, pool_size=1)
+        store = cloud_store(url, pool_size=1)
         store.migrate()
         now = dt.datetime.now(dt.UTC)
         with store.transaction() as session:

@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from lanlock import pki
 from lanlock.cloud.authority import load_or_create_authority
-from lanlock.store import Store
+from lanlock.cloud.models import cloud_store
 from tests.servers import SECRET_KEY, ZONE, running_cloud
 
 FORGED_ADDRESSES = ["10.0.0.7", "192.168.1.1", "8.8.8.8", "127.0.0.1", "::1", "2001:db8::1"]
@@ -31,7 +31,7 @@ FORGED_ADDRESSES = ["10.0.0.7", "192.168.1.1", "8.8.8.8", "127.0.0.1", "::1", "2
 @pytest.fixture(scope="module")
 def authority(tmp_path_factory: pytest.TempPathFactory) -> pki.CertificateAuthority:
     with running_cloud(tmp_path_factory.mktemp("ca")) as cloud:
-        store = Store(cloud.store_url, pool_size=1)
+        store = cloud_store(cloud.store_url, pool_size=1)
         try:
             return load_or_create_authority(store, ZONE, SECRET_KEY.encode())
         finally:

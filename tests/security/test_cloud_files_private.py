@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import stat
 
-from lanlock.store import Store
+from lanlock.cloud.models import cloud_store
 from tests.boxes import Customer, TestBox
 from tests.servers import fresh_store_url, start_cloud
 
@@ -29,7 +29,7 @@ def test_a_new_cloud_keeps_its_folder_and_files_private(tmp_path):
             # The harness keeps its log elsewhere: the cloud makes its data folder itself.
             cloud = start_cloud(url, tmp_path / "harness", "--data", str(data))
             try:
-                store = Store(url, pool_size=1)
+                store = cloud_store(url, pool_size=1)
                 assert TestBox(cloud.url).ask(Customer.create(store)).result  # WAL in use
                 store.dispose()
                 files = sorted(p for p in data.iterdir() if p.is_file())

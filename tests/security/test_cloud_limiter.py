@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from lanlock.box.cloud_client import read_answer, signed_body
-from lanlock.store import Store
+from lanlock.cloud.models import cloud_store
 from tests.boxes import Customer, TestBox
 from tests.servers import RunningCloud, fresh_store_url, start_cloud
 
@@ -46,7 +46,7 @@ def cloud(store_url, tmp_path) -> Iterator[RunningCloud]:
 
 
 def customers(url: str, count: int = 1) -> list[Customer]:
-    store = Store(url, pool_size=1)
+    store = cloud_store(url, pool_size=1)
     try:
         return [Customer.create(store) for _ in range(count)]
     finally:

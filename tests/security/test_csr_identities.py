@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from lanlock import names, pki
-from lanlock.store import Store
+from lanlock.cloud.models import cloud_store
 from tests.acme import AcmeSystem, start_system
 from tests.boxes import Customer, TestBox
 from tests.servers import ZONE, fresh_store_url, running_cloud
@@ -138,7 +138,7 @@ def acme(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcmeSystem]:
 
 def registered_box(cloud_url: str, store_url: str) -> tuple[Customer, TestBox, str]:
     """A new customer's box, registered by a first (nameless) request; with its scope."""
-    store = Store(store_url, pool_size=1)
+    store = cloud_store(store_url, pool_size=1)
     customer = Customer.create(store)
     store.dispose()
     box = TestBox(cloud_url)
@@ -193,7 +193,7 @@ def test_embedded_ca_cloud_refuses_the_same_csrs(local_cloud, smuggled):
 
 
 def registered_box_local(cloud) -> tuple[Customer, TestBox, str]:
-    store = Store(cloud.store_url, pool_size=1)
+    store = cloud_store(cloud.store_url, pool_size=1)
     customer = Customer.create(store)
     store.dispose()
     box = TestBox(cloud.url)

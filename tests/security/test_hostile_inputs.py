@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from lanlock.box.settings import change_config
+from lanlock.cloud.models import cloud_store
 from lanlock.jws import signed_body
-from lanlock.store import Store
 from tests.boxes import Customer, TestBox
 from tests.console.running import (
     RunningConsole,
@@ -41,7 +41,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory):
     [{"iat": 10**400}, {"enterprise_code": "\ud800"}, {"db_uuid": "\udfff"}, {"address": "\ud800"}],
 )
 def test_fields_no_clock_or_codec_can_hold_are_a_400(cloud, override):
-    store = Store(cloud.store_url, pool_size=1)
+    store = cloud_store(cloud.store_url, pool_size=1)
     box = TestBox(cloud.url)
     payload = box.payload(Customer.create(store), **override)
     store.dispose()

@@ -13,7 +13,7 @@ import pytest
 
 from lanlock import pki
 from lanlock.box.cloud_client import signed_body
-from lanlock.store import Store
+from lanlock.cloud.models import cloud_store
 from tests.boxes import Customer, TestBox
 from tests.servers import running_cloud
 
@@ -33,7 +33,7 @@ def cloud(tmp_path_factory):
 
 
 def customer_of(cloud, boxes: int = 5) -> Customer:
-    store = Store(cloud.store_url, pool_size=1)
+    store = cloud_store(cloud.store_url, pool_size=1)
     try:
         return Customer.create(store, iot_boxes=boxes)
     finally:

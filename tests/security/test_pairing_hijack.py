@@ -33,8 +33,8 @@ from lanlock import pki
 from lanlock.box.identity import DEVICE_KEY_FILE
 from lanlock.box.settings import load_config
 from lanlock.cloud import admin as cloud_admin
+from lanlock.cloud.models import cloud_store
 from lanlock.console.models import PairedBox
-from lanlock.store import Store
 from tests.console.running import (
     RunningConsole,
     csrf_of,
@@ -107,7 +107,7 @@ def victim(
     tmp = tmp_path_factory.mktemp("victim")
     with running_cloud(tmp / "cloud") as cloud:
         db_uuid = console.settings().db_uuid
-        store = Store(cloud.store_url, pool_size=1)
+        store = cloud_store(cloud.store_url, pool_size=1)
         try:
             cloud_admin.add_database(store, db_uuid, "shop", "production")
             cloud_admin.add_subscription(store, CODE, db_uuid, "in_progress", 3)

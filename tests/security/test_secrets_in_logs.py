@@ -29,8 +29,8 @@ import pytest
 from lanlock import errors
 from lanlock.box.settings import load_config
 from lanlock.cloud import admin as cloud_admin
+from lanlock.cloud.models import cloud_store
 from lanlock.console import sessions
-from lanlock.store import Store
 from tests.box.clients import admin_password, by_ip, by_name, cloud_root, form_token, text_of
 from tests.console.running import RunningConsole, csrf_of, make_link, running_console
 from tests.servers import RunningBox, RunningCloud, running_cloud, start_box
@@ -88,7 +88,7 @@ def admin(console: RunningConsole, cloud: RunningCloud, seen: Seen) -> Iterator[
     http.event_hooks = {"response": [seen.console_hook]}
     page = http.get("/settings").text
     assert http.post("/settings", data={"csrf": csrf_of(page), "code": CODE}).status_code == 303
-    store = Store(cloud.store_url, pool_size=1)
+    store = cloud_store(cloud.store_url, pool_size=1)
     db_uuid = console.settings().db_uuid
     cloud_admin.add_database(store, db_uuid, "shop", "production")
     cloud_admin.add_subscription(store, CODE, db_uuid, "in_progress", 3)

@@ -20,8 +20,9 @@ from sqlalchemy.exc import StatementError
 
 from lanlock import names, pki
 from lanlock.cloud.authority import AuthorityError, load_or_create_authority
+from lanlock.cloud.models import SCHEMA, AuthorityRecord, Base, Database, cloud_store
 from lanlock.store import Store, alembic_config
-from lanlock.store.models import AuthorityRecord, Base, Database, UTCDateTime
+from lanlock.store.types import UTCDateTime
 from tests.servers import fresh_store_url, read_until
 
 SECRET = b"store-test-secret-0123456789abcdef"
@@ -34,14 +35,14 @@ def store(
 ) -> Iterator[Store]:
     """A migrated store per backend, shared by the tests that do not need an empty one."""
     with fresh_store_url(request.param, tmp_path_factory.mktemp(request.param)) as url:
-        store = Store(url, pool_size=2)
+        store = cloud_store(url, pool_size=2)
         store.migrate()
         yield store
         store.dispose()
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config(SCHEMA)).get_current_head()
     assert head is not None
     return head
 
@@ -118,7 +119,7 @@ def assert_schema_matches_models(store: Store) -> None:
 
 
 def test_migrate_creates_every_table_of_the_models(store_url):
-    store = Store(store_url, pool_size=2)
+    store = cloud_store(store_url, pool_size=2)
     try:
         store.migrate()
         assert_schema_matches_models(store)
@@ -132,7 +133,7 @@ def test_migrating_twice_changes_nothing_and_keeps_the_data(store):
         session.add(Database(uuid="kept", name="kept across migrations"))
     before = schema_of(store)
     store.migrate()
-    again = Store(store.url.render_as_string(hide_password=False), pool_size=1)
+    again = cloud_store(store.url.render_as_string(hide_password=False), pool_size=1)
     try:
         again.migrate()
     finally:
@@ -174,8 +175,8 @@ def run_at_once(script: str, *args: str, count: int = 2) -> list[str]:
 
 MIGRATE_SCRIPT = """
     import sys
-    from lanlock.store import Store
-    store = Store(sys.argv[1], pool_size=1)
+    from lanlock.cloud.models import cloud_store
+    store = cloud_store(sys.argv[1], pool_size=1)
     print("ready", flush=True)
     sys.stdin.readline()
     store.migrate()
@@ -185,7 +186,7 @@ MIGRATE_SCRIPT = """
 
 def test_processes_migrating_a_fresh_store_at_once_all_succeed(store_url):
     assert run_at_once(MIGRATE_SCRIPT, store_url) == ["migrated"] * 2
-    store = Store(store_url, pool_size=1)
+    store = cloud_store(store_url, pool_size=1)
     try:
         assert_schema_matches_models(store)
         assert current_revisions(store) == [head_revision()]
@@ -247,7 +248,7 @@ def test_transaction_rolls_back_on_exception_and_commits_otherwise(store):
     with store.transaction() as session:
         session.add(Database(uuid="committed"))
     # Another engine (another replica) sees the committed row, and only it.
-    other = Store(store.url.render_as_string(hide_password=False), pool_size=1)
+    other = cloud_store(store.url.render_as_string(hide_password=False), pool_size=1)
     try:
         with other.transaction() as session:
             assert session.get(Database, "rolled-back") is None
@@ -260,8 +261,8 @@ def test_transaction_rolls_back_on_exception_and_commits_otherwise(store):
 
 
 def test_authority_is_made_once_and_shared(store_url):
-    store = Store(store_url, pool_size=1)
-    replica = Store(store_url, pool_size=1)
+    store = cloud_store(store_url, pool_size=1)
+    replica = cloud_store(store_url, pool_size=1)
     try:
         store.migrate()
         with store.transaction() as session:
@@ -319,8 +320,8 @@ AUTHORITY_SCRIPT = """
     import sys
     from lanlock import pki
     from lanlock.cloud.authority import load_or_create_authority
-    from lanlock.store import Store
-    store = Store(sys.argv[1], pool_size=1)
+    from lanlock.cloud.models import cloud_store
+    store = cloud_store(sys.argv[1], pool_size=1)
     store.migrate()
     print("ready", flush=True)
     sys.stdin.readline()
@@ -330,7 +331,7 @@ AUTHORITY_SCRIPT = """
 
 
 def test_replicas_starting_at_once_agree_on_one_authority(store_url):
-    store = Store(store_url, pool_size=1)
+    store = cloud_store(store_url, pool_size=1)
     try:
         store.migrate()
         roots = run_at_once(AUTHORITY_SCRIPT, store_url)

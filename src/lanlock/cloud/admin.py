@@ -10,9 +10,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from lanlock.masking import masked_code
-from lanlock.store import Store
-from lanlock.store.models import (
+from lanlock.cloud.models import (
     BOX_STATES,
     DATABASE_KINDS,
     IOT_BOX_PRODUCT,
@@ -23,6 +21,8 @@ from lanlock.store.models import (
     Subscription,
     SubscriptionLine,
 )
+from lanlock.masking import masked_code
+from lanlock.store import Store
 
 HIDDEN = "…"  # codes are secrets: listings show them as …1234
 

@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 
 from lanlock.cloud.jws import SignedRequest
 from lanlock.cloud.metrics import CloudMetrics
+from lanlock.cloud.models import AuditEntry, Box
 from lanlock.cloud.registration import mark_seen
 from lanlock.store import Store
-from lanlock.store.models import AuditEntry, Box
 
 GARBAGE_BURST = 60
 GARBAGE_PER_SECOND = 1.0

@@ -8,8 +8,8 @@ from cryptography.exceptions import InvalidKey
 from sqlalchemy.exc import IntegrityError
 
 from lanlock import defaults, names, pki
+from lanlock.cloud.models import AuthorityRecord
 from lanlock.store import Store
-from lanlock.store.models import AuthorityRecord
 
 LOCAL_CA = "local"
 

@@ -189,6 +189,20 @@ def serve(
     run(settings_from(data, store, tls_cert=tls_cert, tls_key=tls_key, **kw))
 
 
+@cloud.command()
+@store_options
+@json_flag
+def migrate(data: Path | None, store: str | None, as_json: bool) -> None:
+    """Bring the store's schema to this version's newest (serve does it at start too).
+
+    Run it before the first `lanlock dns serve` on a new store, and after an upgrade when the
+    DNS starts before the cloud: the DNS reads the cloud's schema and never changes it.
+    """
+    opened = _store(data, store)
+    revision = opened.revision()
+    emit({"revision": revision}, as_json, f"the store's schema is at revision {revision}")
+
+
 @cloud.group()
 def database() -> None:
     """Customers' databases."""

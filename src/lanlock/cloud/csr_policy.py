@@ -27,8 +27,8 @@ from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from lanlock import errors, names, pki
+from lanlock.cloud.models import Box
 from lanlock.cloud.refusals import Refused
-from lanlock.store.models import Box
 
 # Extensions a TLS server CSR may carry that name no one: their values are ignored by our CA and
 # by ACME CAs alike (both set key usage and constraints themselves).

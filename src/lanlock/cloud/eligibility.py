@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 from lanlock import errors
 from lanlock.cloud import limits
 from lanlock.cloud.jws import SignedRequest
+from lanlock.cloud.models import Box, Database, Subscription, SubscriptionLine
 from lanlock.cloud.refusals import Limited, Refused
-from lanlock.store.models import Box, Database, Subscription, SubscriptionLine
 
 
 def check_credentials(

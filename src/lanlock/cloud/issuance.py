@@ -21,10 +21,10 @@ from lanlock.cloud import throttle
 from lanlock.cloud.eligibility import box_quota
 from lanlock.cloud.issuers import IssuanceError, Issuer, IssuerUnavailable
 from lanlock.cloud.metrics import CloudMetrics
+from lanlock.cloud.models import Box, Certificate, IssuanceLease
 from lanlock.cloud.refusals import Refused
 from lanlock.cloud.reuse import reusable_in
 from lanlock.store import Store
-from lanlock.store.models import Box, Certificate, IssuanceLease
 
 
 class ScopeLease:

@@ -38,7 +38,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from lanlock.store.models import Box, FailureCount, UTCDateTime
+from lanlock.cloud.models import Box, FailureCount, UTCDateTime
 
 IPV4_PREFIX = 24
 IPV6_PREFIX = 56

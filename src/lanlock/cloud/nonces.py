@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lanlock.cloud.jws import IAT_WINDOW_SECONDS, Unauthorized
-from lanlock.store.models import SeenNonce
+from lanlock.cloud.models import SeenNonce
 
 NONCE_TTL = dt.timedelta(seconds=2 * IAT_WINDOW_SECONDS + 60)
 

@@ -10,9 +10,9 @@ from lanlock import errors, names, pki
 from lanlock.cloud import limits
 from lanlock.cloud.eligibility import box_quota
 from lanlock.cloud.jws import SignedRequest
+from lanlock.cloud.models import Box, Certificate, Subscription
 from lanlock.cloud.refusals import Refused
 from lanlock.store import Store
-from lanlock.store.models import Box, Certificate, Subscription
 
 
 def register(store: Store, request: SignedRequest, source: str) -> tuple[Box, bool]:

@@ -15,7 +15,7 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from lanlock.store.models import Certificate
+from lanlock.cloud.models import Certificate
 
 # Reuse a stored certificate while more than this fraction of its lifetime remains
 # (docs/design.md §6).

@@ -14,6 +14,7 @@ from lanlock.cloud.issuers import Issuer
 from lanlock.cloud.issuers.acme import AcmeIssuer, AcmeSettings
 from lanlock.cloud.issuers.local import LocalIssuer
 from lanlock.cloud.metrics import CloudMetrics
+from lanlock.cloud.models import cloud_store
 from lanlock.cloud.secret import load_or_create_secret
 from lanlock.cloud.throttle import IssuanceBudget
 from lanlock.cloud.x509 import X509Service, X509Settings
@@ -54,7 +55,7 @@ class CloudSettings:
 def open_store(settings: CloudSettings) -> Store:
     # The folder holds the secret key that opens the CA's keys: private from the start.
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    store = Store(settings.store, pool_size=20)
+    store = cloud_store(settings.store, pool_size=20)
     store.migrate()
     return store
 

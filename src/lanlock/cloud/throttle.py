@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from lanlock.store.models import Box, Certificate
+from lanlock.cloud.models import Box, Certificate
 
 ISSUANCE_LIMITED = "issuance_limited"
 

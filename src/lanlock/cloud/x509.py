@@ -37,10 +37,10 @@ from lanlock.cloud.issuance import Issuance
 from lanlock.cloud.issuers import Issuer, IssuerUnavailable
 from lanlock.cloud.jws import MalformedRequest, SignedRequest, Unauthorized, verify_request
 from lanlock.cloud.metrics import CloudMetrics
+from lanlock.cloud.models import Box, Certificate
 from lanlock.cloud.refusals import Limited, Refused
 from lanlock.cloud.reuse import reusable_in
 from lanlock.store import Store
-from lanlock.store.models import Box, Certificate
 from lanlock.wire import X509Result
 
 SWEEP_SECONDS = 60.0

@@ -39,7 +39,7 @@ from lanlock.console.record import SettingsError
 from lanlock.guard import PasswordGuard
 from lanlock.masking import masked_code
 from lanlock.store import Store
-from lanlock.store.models import utcnow
+from lanlock.store.types import utcnow
 from lanlock.web_common import (
     SECURITY_HEADERS,
     BodyTooLarge,

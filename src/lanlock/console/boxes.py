@@ -15,7 +15,7 @@ from lanlock.console.models import PairedBox
 from lanlock.console.protocol import refusal
 from lanlock.links import body_signature_is_valid, sign_link
 from lanlock.store import Store
-from lanlock.store.models import utcnow
+from lanlock.store.types import utcnow
 
 LOG_DOWNLOAD_PATH = "/logs/download"
 LOG_LINK_SECONDS = 300

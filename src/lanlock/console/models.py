@@ -10,14 +10,22 @@ database with anything else (even the cloud's store) without a clash.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from sqlalchemy import BigInteger, Integer, LargeBinary, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from lanlock.store.models import UTCDateTime
+from lanlock.store import Schema, Store
+from lanlock.store.types import UTCDateTime
 
 VERSION_TABLE = "console_alembic_version"
+SCHEMA = Schema(migrations=Path(__file__).with_name("migrations"), version_table=VERSION_TABLE)
 THE_CONSOLE = 1  # the one row of console_settings: one console (database) per store
+
+
+def console_store(url: str, pool_size: int = 10) -> Store:
+    """A store holding (or about to hold, once migrated) the console's tables."""
+    return Store(url, SCHEMA, pool_size=pool_size)
 
 
 class Base(DeclarativeBase):

@@ -30,7 +30,7 @@ from lanlock.console.protocol import ApiError, refusal
 from lanlock.console.record import SettingsError
 from lanlock.jws import Unauthorized
 from lanlock.store import Store
-from lanlock.store.models import utcnow
+from lanlock.store.types import utcnow
 
 log = logging.getLogger("lanlock.console")
 

@@ -28,7 +28,7 @@ from lanlock.passwords import (
     write_password_file,
 )
 from lanlock.store import Store
-from lanlock.store.models import utcnow
+from lanlock.store.types import utcnow
 
 MAX_CODE_CHARS = 128
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from lanlock import defaults
 from lanlock.console import record
 from lanlock.console.app import create_app
+from lanlock.console.models import console_store
 from lanlock.store import Store
 from lanlock.web_common import run_server
 
-MIGRATIONS = Path(__file__).with_name("migrations")
 DATABASE_FILE = "console.db"
 
 
@@ -52,7 +52,7 @@ def open_console(settings: ConsoleSettings) -> tuple[Store, bool]:
     # The folder and a SQLite store hold the boxes' tokens and the subscription code: private
     # from the start (SQLite gives its -wal and -shm files the database file's mode).
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    store = Store(settings.store, migrations=MIGRATIONS)
+    store = console_store(settings.store)
     if store.is_sqlite and store.url.database not in (None, "", ":memory:"):
         Path(store.url.database).touch(mode=0o600, exist_ok=True)  # type: ignore[arg-type]
     store.migrate()

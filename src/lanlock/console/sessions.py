@@ -15,7 +15,7 @@ from sqlalchemy import delete
 
 from lanlock.console.models import LoginSession
 from lanlock.store import Store
-from lanlock.store.models import utcnow
+from lanlock.store.types import utcnow
 
 COOKIE = "lanlock_console"
 LIFETIME = dt.timedelta(hours=12)

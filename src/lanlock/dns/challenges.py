@@ -25,16 +25,61 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, MetaData, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from lanlock.store.models import ChallengeRecord
+from lanlock import challenge_table
+from lanlock.store import parse_url, schema_revision
 
 log = logging.getLogger(__name__)
 
 Snapshot = dict[str, list[tuple[str, dt.datetime]]]
+CHALLENGES = challenge_table.define(MetaData())
+
+
+class SchemaMissing(Exception):
+    """The store does not hold the cloud's challenge table as this DNS reads it; the message
+    says what to run."""
+
+
+def check_schema(store_url: str) -> None:
+    """Refuse a store whose cloud schema is missing or older than the challenge table's contract.
+
+    The DNS never migrates the cloud's schema (it does not own it, and two roles upgrading one
+    schema at once is how upgrades go wrong). A store out of reach now is only logged: addresses
+    are answered without it, and TXT questions get SERVFAIL until it can be read.
+    """
+    parsed = parse_url(store_url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        raise _schema_missing(store_url, f"there is no store at {parsed.database}")
+    engine = read_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            revision = schema_revision(conn, challenge_table.VERSION_TABLE)
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("the store cannot be read yet (%s); TXT answers are SERVFAIL until it can", exc)
+        return
+    finally:
+        engine.dispose()  # no connection may cross the fork into the workers
+    if revision is None:
+        raise _schema_missing(store_url, "the store holds no lanlock cloud schema")
+    if not revision.isdigit() or int(revision) < int(challenge_table.FIRST_REVISION):
+        raise _schema_missing(
+            store_url,
+            f"the store's cloud schema is at revision {revision}, and this DNS reads "
+            f"revision {challenge_table.FIRST_REVISION} or later",
+        )
+
+
+def _schema_missing(store_url: str, what: str) -> SchemaMissing:
+    shown = make_url(store_url).render_as_string(hide_password=True)
+    return SchemaMissing(
+        f"{what}: run `lanlock cloud migrate --store {shown}` (or start the cloud on it) first; "
+        "the DNS reads the cloud's schema and never changes it"
+    )
 
 
 class ChallengeBoard:
@@ -94,7 +139,7 @@ class ChallengeBoard:
 
 def take_snapshot(engine: Engine) -> Snapshot:
     """Every unexpired value, grouped by scope, in the order the cloud wrote them."""
-    table = ChallengeRecord.__table__
+    table = CHALLENGES
     query = (
         select(table.c.scope, table.c.value, table.c.expires_at)
         .where(table.c.expires_at > dt.datetime.now(dt.UTC))

@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from lanlock import defaults, names
 from lanlock.config import RoleGroup, default_data_dir, zone_option
 from lanlock.dns import server
+from lanlock.dns.challenges import SchemaMissing
 from lanlock.dns.worker import TcpLimits, WorkerSettings
 from lanlock.dns.zone import (
     Zone,
@@ -31,7 +32,7 @@ def default_store() -> str:
 
 @click.group(
     cls=RoleGroup,
-    operator_errors=(StoreConfigError, names.InvalidName),
+    operator_errors=(StoreConfigError, names.InvalidName, SchemaMissing),
     store_errors=(SQLAlchemyError,),
 )
 def dns() -> None:

@@ -28,12 +28,10 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from lanlock import defaults
+from lanlock.dns.challenges import check_schema
 from lanlock.dns.worker import WorkerSettings, configure_logging, run_worker
 from lanlock.dns.zone import Zone
-from lanlock.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +70,7 @@ def serve(settings: ServerSettings) -> int:
     """Run until SIGTERM or SIGINT; the exit status (0, or 1 when workers keep dying)."""
     configure_logging()
     zone = Zone(settings.worker.zone)  # bad settings fail here, before anything is bound
-    prepare_store(settings.worker.store_url)
+    check_schema(settings.worker.store_url)
     count = worker_count(settings.workers)
     warn_if_one_host_can_hold_all_tcp(settings.worker)
     sockets = bind_sockets(settings.host, settings.port, count)
@@ -103,17 +101,6 @@ def warn_if_one_host_can_hold_all_tcp(settings: WorkerSettings) -> None:
             tcp.max_per_source,
             tcp.max_connections,
         )
-
-
-def prepare_store(url: str) -> None:
-    """Create the challenge table if the cloud has not yet; the server starts without a store."""
-    store = Store(url, pool_size=1)
-    try:
-        store.migrate()
-    except (SQLAlchemyError, OSError) as exc:
-        log.warning("the store cannot be used yet (%s); TXT answers are SERVFAIL until it can", exc)
-    finally:
-        store.dispose()  # no connection may cross the fork into the workers
 
 
 def bind_sockets(host: str, port: int, count: int) -> list[tuple[socket.socket, socket.socket]]:

@@ -1,4 +1,6 @@
-"""The shared SQL store: one SQLAlchemy engine, transactions that mean the same on both backends.
+"""The SQL floor of the roles that keep a store: one SQLAlchemy engine, transactions that mean
+the same on both backends, and the migration runner. Each role owns its tables and migrations
+(:class:`Schema`): the cloud's in ``lanlock/cloud``, the console's in ``lanlock/console``.
 
 SQLite (the default, one file) and PostgreSQL (production, many replicas) must give the same
 guarantees to the cloud's concurrency rules. PostgreSQL gets them from row locks
@@ -12,21 +14,28 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import (
+    Connection,
+    Engine,
+    column,
+    create_engine,
+    event,
+    inspect,
+    select,
+    table,
+    text,
+)
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
-from lanlock.store.models import Base
-
-MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant works: it only has to be the same in every process that migrates this store.
 MIGRATION_LOCK_ID = 0x1A771_0C4
 
@@ -38,16 +47,23 @@ class StoreConfigError(ValueError):
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 
 
-class Store:
-    """An engine and a session factory for one store URL."""
+@dataclass(frozen=True)
+class Schema:
+    """A role's tables as its Alembic migrations make them; several can share one database."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, migrations: Path = MIGRATIONS) -> None:
+    migrations: Path
+    version_table: str = "alembic_version"  # what the migrations' env.py gives Alembic
+
+
+class Store:
+    """An engine and a session factory for one store URL holding one role's schema."""
+
+    def __init__(self, url: str, schema: Schema, *, pool_size: int = 10) -> None:
         self.engine = _make_engine(url, pool_size)
-        self.migrations = migrations  # another role's own schema (the console's) lives elsewhere
+        self.schema = schema
         self.url = self.engine.url
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._migrated = threading.Event()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -61,7 +77,7 @@ class Store:
             if not self.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
             try:
-                config = alembic_config(self.migrations)
+                config = alembic_config(self.schema)
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
                 conn.commit()
@@ -69,19 +85,33 @@ class Store:
                 if not self.is_sqlite:
                     conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
                     conn.commit()
-        self._migrated.set()
+
+    def revision(self) -> str | None:
+        """The revision the schema is at (None: never migrated)."""
+        with self.engine.connect() as conn:
+            return schema_revision(conn, self.schema.version_table)
 
     def dispose(self) -> None:
         self.engine.dispose()
 
 
-def alembic_config(migrations: Path = MIGRATIONS) -> Config:
+def alembic_config(schema: Schema) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(migrations))
+    config.set_main_option("script_location", str(schema.migrations))
     return config
 
 
-def _make_engine(url: str, pool_size: int) -> Engine:
+def schema_revision(conn: Connection, version_table: str) -> str | None:
+    """The revision a database's schema is at (None: never migrated), read without Alembic's
+    scripts, so that a role can check another role's schema without owning its migrations."""
+    if not inspect(conn).has_table(version_table):
+        return None
+    versions = table(version_table, column("version_num"))
+    return conn.execute(select(versions.c.version_num)).scalar()
+
+
+def parse_url(url: str) -> URL:
+    """A store URL, parsed; StoreConfigError naming the fix when it cannot be a store."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -94,6 +124,11 @@ def _make_engine(url: str, pool_size: int) -> Engine:
             f"stores are SQLite or PostgreSQL, not {parsed.get_backend_name()}: give --store "
             "(or the role's LANLOCK_<ROLE>_STORE) as sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
         )
+    return parsed
+
+
+def _make_engine(url: str, pool_size: int) -> Engine:
+    parsed = parse_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(
             url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=10
@@ -159,4 +194,11 @@ def _sqlite_begin_immediate(connection: object) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")  # type: ignore[attr-defined]
 
 
-__all__ = ["Base", "Store", "StoreConfigError", "alembic_config"]
+__all__ = [
+    "Schema",
+    "Store",
+    "StoreConfigError",
+    "alembic_config",
+    "parse_url",
+    "schema_revision",
+]

@@ -43,8 +43,8 @@ from acme import errors as acme_errors
 from lanlock import names, pki
 from lanlock.cloud.issuers.base import IssuanceError, Issued, IssuerUnavailable
 from lanlock.cloud.metrics import CloudMetrics
+from lanlock.cloud.models import AcmeAccount, ChallengeRecord
 from lanlock.store import Store
-from lanlock.store.models import AcmeAccount, ChallengeRecord
 
 log = logging.getLogger("lanlock.cloud.acme")
 T = TypeVar("T")

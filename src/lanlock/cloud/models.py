@@ -1,24 +1,24 @@
-"""The shared SQL store of the cloud and the DNS server: tables as SQLAlchemy 2 models.
+"""The cloud's tables as SQLAlchemy 2 models, and the cloud's schema (its Alembic migrations).
 
 Alembic migrations (``migrations/versions``) create these tables; a change here needs a new
-migration, and ``tests/store/test_store.py`` checks that the two agree.
+migration, and ``tests/store/test_store.py`` checks that the two agree. Revision ids are
+zero-padded numbers in order ("0001", "0002", …): the DNS compares them to the one it needs
+(:mod:`lanlock.challenge_table`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
-from sqlalchemy import (
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    TypeDecorator,
-)
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from lanlock import challenge_table
+from lanlock.store import Schema, Store
+from lanlock.store.types import UTCDateTime, utcnow
+
+SCHEMA = Schema(migrations=Path(__file__).with_name("migrations"))
 
 DATABASE_KINDS = ("production", "staging", "development", "duplicate")
 SUBSCRIPTION_STATES = ("in_progress", "draft", "paused", "closed")
@@ -26,29 +26,9 @@ BOX_STATES = ("active", "revoked")
 IOT_BOX_PRODUCT = "iot_box"
 
 
-class UTCDateTime(TypeDecorator[dt.datetime]):
-    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite (naive) and PostgreSQL alike."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the store; use aware UTC datetimes")
-        return value.astimezone(dt.UTC)
-
-    def process_result_value(
-        self, value: dt.datetime | None, dialect: object
-    ) -> dt.datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+def cloud_store(url: str, pool_size: int = 10) -> Store:
+    """A store holding (or about to hold, once migrated) the cloud's tables."""
+    return Store(url, SCHEMA, pool_size=pool_size)
 
 
 class Base(DeclarativeBase):
@@ -189,21 +169,11 @@ class FailureCount(Base):
 
 
 class ChallengeRecord(Base):
-    """A DNS-01 TXT value the cloud publishes at ``_acme-challenge.<scope>.<zone>``
-    (docs/design.md §7).
+    """A DNS-01 TXT value the cloud publishes for the DNS to answer (docs/design.md §7); the
+    table is the one contract between the two roles' code, defined in
+    :mod:`lanlock.challenge_table`."""
 
-    The contract between the cloud and the DNS: a row names the scope of the ACME order that
-    wrote it, and the DNS answers its value at that scope's challenge name and nowhere else.
-    Several values may share one scope (a wildcard and its base name); the DNS server answers
-    all of them, read from here so that every replica answers the same.
-    """
-
-    __tablename__ = "acme_challenges"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    scope: Mapped[str] = mapped_column(String(63), index=True)
-    value: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    __table__ = challenge_table.define(Base.metadata)
 
 
 class AcmeAccount(Base):

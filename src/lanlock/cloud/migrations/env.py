@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from lanlock.store.models import Base
+from lanlock.cloud.models import Base
 
 connection = context.config.attributes["connection"]
 context.configure(
