@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from lanlock.box.settings import load_config, save_config
+from lanlock.box.settings import BoxConfig, change_config
 from lanlock.store import Store
 from tests.boxes import Customer
 from tests.servers import RunningBox, RunningCloud, lanlock_command, start_box
@@ -128,12 +128,14 @@ def cloud_root(cloud: RunningCloud) -> Path:
 def start_valid_box(data: Path, cloud: RunningCloud, store: Store, name: str = "") -> RunningBox:
     """A named, connected box with credentials and a console token, once its certificate is in."""
     customer = Customer.create(store)
-    config = load_config(data)
-    config.name = name
-    config.console_url = UNREACHABLE_CONSOLE
-    config.db_uuid, config.enterprise_code = customer.db_uuid, customer.code
-    config.token = secrets.token_hex(32)
-    save_config(data, config)
+
+    def connected(config: BoxConfig) -> None:
+        config.name = name
+        config.console_url = UNREACHABLE_CONSOLE
+        config.db_uuid, config.enterprise_code = customer.db_uuid, customer.code
+        config.token = secrets.token_hex(32)
+
+    change_config(data, connected)
     box = start_box(data, "--cloud", cloud.url)
     try:
         box.wait_for(lambda s: s.get("state") == "valid" and not s.get("code"))

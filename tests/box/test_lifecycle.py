@@ -19,7 +19,7 @@ import pytest
 from lanlock import pki
 from lanlock.box.agent import MAINTENANCE_TICK
 from lanlock.box.lifecycle import CertificateManager
-from lanlock.box.settings import load_config, save_config
+from lanlock.box.settings import BoxConfig, change_config
 from lanlock.box.tls_store import TLSStore
 from lanlock.cloud.models import cloud_store
 from lanlock.store import Store
@@ -63,12 +63,13 @@ def root(cloud) -> Path:
 def give_credentials(
     data: Path, customer: Customer | None, console: str | None = NO_CONSOLE_NEEDED
 ) -> None:
-    data.mkdir(parents=True, exist_ok=True)
-    config = load_config(data)
-    config.console_url = console
-    if customer:
-        config.db_uuid, config.enterprise_code = customer.db_uuid, customer.code
-    save_config(data, config)
+
+    def given(config: BoxConfig) -> None:
+        config.console_url = console
+        if customer:
+            config.db_uuid, config.enterprise_code = customer.db_uuid, customer.code
+
+    change_config(data, given)
 
 
 @pytest.fixture

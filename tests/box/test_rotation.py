@@ -56,7 +56,7 @@ def agent(tmp_path, cloud) -> Iterator[Agent]:
             address="10.0.0.7",
             cloud_url=cloud.url,
         )
-    )
+    ).start()
     serving = Threads()
     serving.start(lambda: asyncio.run(running.serve()), name="agent")
     try:
@@ -299,6 +299,6 @@ def test_damaged_current_pair_rolls_back_to_the_previous_one(agent, tmp_path):
     damaged = tls.current()
     assert damaged.leaf.serial_number != previous.leaf.serial_number
     damaged.cert_path.write_text("-----BEGIN CERTIFICATE-----\nxx\n-----END CERTIFICATE-----\n")
-    restarted = Agent(BoxSettings(data_dir=agent.data_dir, address="10.0.0.7"))
+    restarted = Agent(BoxSettings(data_dir=agent.data_dir, address="10.0.0.7")).start()
     assert restarted.switch.serial == previous.leaf.serial_number
     assert tls.current().leaf == previous.leaf

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from lanlock import errors
-from lanlock.box.settings import load_config, save_config
+from lanlock.box.settings import change_config, load_config
 from lanlock.cloud.models import cloud_store
 from lanlock.store import Store
 from tests.box.clients import (
@@ -459,8 +459,8 @@ def test_log_level_is_raised_then_falls_back(valid_box: RunningBox, root: Path) 
     assert "Now: DEBUG" in text_of(page)
 
     # Its time is up (as if 24 hours had passed): the agent puts the default back.
-    config.log_level_until = time.time() - 1
-    save_config(valid_box.data_dir, config)
+    past = time.time() - 1
+    change_config(valid_box.data_dir, lambda config: setattr(config, "log_level_until", past))
     wait_until(
         lambda: "log level back to the default" in log_text(valid_box), what="log level reset"
     )

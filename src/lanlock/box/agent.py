@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from lanlock import __version__, defaults, passwords, pki
 from lanlock.box import console_client, logs
@@ -32,9 +33,16 @@ from lanlock.box.lifecycle import (
     CertificateManager,
     Environment,
 )
-from lanlock.box.settings import STATE_FILE, BoxConfig, change_config, load_config
+from lanlock.box.settings import (
+    CONFIG_FILE,
+    STATE_FILE,
+    BoxConfig,
+    change_config,
+    load_config,
+)
 from lanlock.box.tls_server import CertificateSwitch
 from lanlock.box.tls_store import CertificateUnreadable, Pair, PairDamaged, TLSStore
+from lanlock.console_wire import StatusReport
 from lanlock.fileio import write_atomic
 
 log = logging.getLogger("lanlock.box.agent")
@@ -74,47 +82,84 @@ def detect_lan_address() -> str:
 
 
 class Agent:
+    """The agent; built without touching anything, :meth:`start` reads and makes its files.
+
+    Everything that reads or writes the data folder, the device key or the network waits for
+    ``start()``: an agent can be built (and handed around) without any of it happening, and each
+    restart from the homepage reads everything afresh.
+    """
+
+    # Set by start(), from the data folder.
+    log_file: Path
+    device_key: ec.EllipticCurvePrivateKey
+    box_id: str
+    config: BoxConfig
+    address: str
+    switch: CertificateSwitch
+    manager: CertificateManager
+
     def __init__(self, settings: BoxSettings) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_file = logs.setup(self.data_dir)
-        self.device_key = load_or_create_device_key(self.data_dir)
-        self.box_id = pki.box_id_for(self.device_key.public_key())
-        self.config = load_config(self.data_dir)
+        # The agent owns the certificate files; the lifecycle installs through this same store.
+        self.tls = TLSStore(self.data_dir / "tls")
         self._config_lock = threading.RLock()
         # The admin password as last read, with the hash it was read for: the file is read again
         # only when the hash changes (a new password), not at every settings read.
         self._password: tuple[str | None, str | None] = (None, None)
-        self._ensure_secrets()
-        logs.apply_level(self.config)
-        self._remember_secrets()
-        self.address = settings.address or detect_lan_address()
-        self.tls = TLSStore(self.data_dir / "tls")
-        self.switch = CertificateSwitch(self._startup_pair())
-        self.manager = CertificateManager(
-            Environment(
-                data_dir=self.data_dir,
-                address=self.address,
-                https_port=settings.https_port,
-                cloud_url=lambda: self.cloud_url,
-                cloud_verify=self._cloud_verify(),
-                device_key=self.device_key,
-            ),
-            load_config=self.read_config,
-            update_config=self.update_config,
-            on_install=self.switch.switch,
-            backoff=Backoff(settings.retry_first, settings.retry_cap),
-        )
+        self._config_mtime = 0.0
         self.restart_requested = False
-        self._config_mtime = self._settings_mtime()
         self._servers: list[uvicorn.Server] = []
-        # When the last report was sent, what it said, and whether the console took it.
+        # When the last report was sent, the state it told, and whether the console took it.
         self._last_report: tuple[float, dict[str, object] | None, bool] = (
             float("-inf"),
             None,
             True,
         )
+
+    def start(self) -> Agent:
+        """Read or make the device key, the settings and their secrets, and the pair to serve."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file = logs.setup(self.data_dir)
+        self.device_key = load_or_create_device_key(self.data_dir)
+        self.box_id = pki.box_id_for(self.device_key.public_key())
+        self._load_settings()
+        self.address = self.settings.address or detect_lan_address()
+        self.switch = CertificateSwitch(self._startup_pair())
+        self.manager = self._certificate_manager()
+        self._config_mtime = self._settings_mtime()
+        return self
+
+    def _load_settings(self) -> None:
+        self.config = load_config(self.data_dir)
+        self._ensure_secrets()
+        logs.apply_level(self.config)
+        self._remember_secrets()
+
+    def _certificate_manager(self) -> CertificateManager:
+        return CertificateManager(
+            Environment(
+                address=self.address,
+                https_port=self.settings.https_port,
+                cloud_url=lambda: self.cloud_url,
+                cloud_verify=self._cloud_verify(),
+                device_key=self.device_key,
+            ),
+            tls=self.tls,
+            load_config=self.read_config,
+            update_config=self.update_config,
+            on_install=self.switch.switch,
+            backoff=Backoff(self.settings.retry_first, self.settings.retry_cap),
+        )
+
+    @property
+    def https_port(self) -> int:
+        return self.settings.https_port
+
+    @property
+    def state(self) -> BoxState:
+        """The last check's state, without checking."""
+        return self.manager.state
 
     # --- settings ----------------------------------------------------------------------------
 
@@ -151,7 +196,7 @@ class Agent:
 
     def _settings_mtime(self) -> float:
         try:
-            return (self.data_dir / "config.toml").stat().st_mtime
+            return (self.data_dir / CONFIG_FILE).stat().st_mtime
         except FileNotFoundError:
             return 0.0
 
@@ -178,7 +223,7 @@ class Agent:
 
     def _settings_text(self) -> str:
         try:
-            return (self.data_dir / "config.toml").read_text(encoding="utf-8")
+            return (self.data_dir / CONFIG_FILE).read_text(encoding="utf-8")
         except FileNotFoundError:
             return ""
 
@@ -257,15 +302,19 @@ class Agent:
         config = self.config
         if not (config.console_url and config.token):
             return
-        status = state.as_dict() | {
-            "box_id": self.box_id,
-            "name": self.box_name,
-            "address": self.address,
-            "version": __version__,
-        }
-        status.pop("checked_at", None)
-        result = console_client.report(config.console_url, config.token, self.box_id, status)
-        self._last_report = (time.monotonic(), status, result == "ok")
+        report = StatusReport(
+            box_id=self.box_id,
+            name=self.box_name,
+            address=self.address,
+            url=state.url,
+            state=state.state,
+            code=state.code,
+            reason=state.reason,
+            not_after=state.not_after,
+            version=__version__,
+        )
+        result = console_client.report(config.console_url, config.token, report)
+        self._last_report = (time.monotonic(), _told(state), result == "ok")
         if result == "removed":
             log.warning("the console removed this box")
             self.disconnect()
@@ -274,10 +323,8 @@ class Agent:
         """Report a changed state at once, else every interval; a report the console did not
         take is sent again after a pause, not at every tick (a failing console is not
         hammered)."""
-        at, sent, accepted = self._last_report
-        status = self.manager.state.as_dict()
-        status.pop("checked_at", None)
-        changed = sent is None or any(sent.get(k) != v for k, v in status.items())
+        at, told, accepted = self._last_report
+        changed = told != _told(self.manager.state)
         interval = self.settings.report_interval
         wait = interval if accepted else min(interval, REPORT_RETRY_SECONDS)
         if changed or time.monotonic() - at >= wait:
@@ -306,6 +353,8 @@ class Agent:
     # --- running -----------------------------------------------------------------------------
 
     def build_servers(self) -> list[uvicorn.Server]:
+        # Imported here so that `lanlock box connect`, which needs only detect_lan_address from
+        # this module, does not load Starlette and Jinja2.
         from lanlock.box.web import create_app
 
         app = create_app(self)
@@ -364,6 +413,13 @@ class Agent:
         log.warning("log level back to the default after its time")
 
 
+def _told(state: BoxState) -> dict[str, object]:
+    """What of a state makes a new report due: all of it but the time of its check."""
+    told = state.as_dict()
+    told.pop("checked_at", None)
+    return told
+
+
 def _default_log_level(config: BoxConfig) -> None:
     config.log_level = config.log_level_until = None
 
@@ -379,7 +435,7 @@ class _Listener(uvicorn.Server):
 def run_agent(settings: BoxSettings) -> None:
     """Run until SIGINT/SIGTERM; a restart asked from the homepage starts the agent afresh."""
     while True:
-        agent = Agent(settings)
+        agent = Agent(settings).start()
         handlers = _install_stop_handlers(agent)
         try:
             asyncio.run(agent.serve())

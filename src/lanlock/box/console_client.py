@@ -14,7 +14,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from lanlock import pki
 from lanlock.box.settings import BoxConfig
-from lanlock.jws import signed_body
+from lanlock.console_wire import (
+    BOX_HEADER,
+    SIGNATURE_HEADER,
+    STATUS_PATH,
+    TIME_HEADER,
+    PairAnswer,
+    PairPayload,
+    StatusReport,
+)
+from lanlock.jws import MalformedRequest, signed_body
 from lanlock.links import body_signature
 
 log = logging.getLogger("lanlock.box.console")
@@ -27,13 +36,8 @@ class PairingError(Exception):
 
 
 @dataclass(frozen=True)
-class Pairing:
-    console_url: str
-    db_uuid: str
-    enterprise_code: str
-    name: str
-    token: str
-    cloud_url: str | None = None  # the cloud the console names for its boxes, if it names one
+class Pairing(PairAnswer):
+    """The console's answer, as the box keeps it."""
 
     def store_in(self, config: BoxConfig) -> None:
         """What pairing gives the box. Its own ``--cloud``, when given, still wins over the
@@ -42,9 +46,6 @@ class Pairing:
         config.db_uuid, config.enterprise_code = self.db_uuid, self.enterprise_code
         config.token = self.token
         config.cloud_url = self.cloud_url  # None: none of a previous console's, either
-
-
-REQUIRED_FIELDS = ("console_url", "db_uuid", "enterprise_code", "name", "token")
 
 
 def check_url(url: str, what: str) -> None:
@@ -84,12 +85,9 @@ def pair(
         detail = answer.get("detail") if isinstance(answer, dict) else None
         raise PairingError(detail or f"the console answered HTTP {response.status_code}")
     try:
-        required = {k: answer[k] for k in REQUIRED_FIELDS}
-        pairing = Pairing(**required, cloud_url=answer.get("cloud_url") or None)
-    except (KeyError, TypeError):
-        raise PairingError("the console's answer lacks what pairing needs") from None
-    if not (isinstance(pairing.token, str) and len(pairing.token) == 64):
-        raise PairingError("the console's answer has no valid token")
+        pairing = Pairing.from_json(answer)
+    except MalformedRequest as exc:
+        raise PairingError(str(exc)) from None
     check_url(pairing.console_url, "console")
     if pairing.cloud_url is not None:
         check_url(str(pairing.cloud_url), "cloud")
@@ -103,31 +101,29 @@ def _pairing_request(
     captured on its way cannot pair through another); the link's code itself, a secret, is named
     by its SHA-256 only, as the console keeps it."""
     code = httpx.URL(link).path.rsplit("/", 1)[-1]
-    payload = {
-        "box_id": pki.box_id_for(device_key.public_key()),
-        "name": name,
-        "address": address,
-        "version": version,
-        "link_code_sha256": hashlib.sha256(code.encode()).hexdigest(),
-    }
-    return signed_body(device_key, payload)
+    payload = PairPayload(
+        box_id=pki.box_id_for(device_key.public_key()),
+        name=name,
+        address=address,
+        version=version,
+        link_code_sha256=hashlib.sha256(code.encode()).hexdigest(),
+    )
+    return signed_body(device_key, payload.to_json())
 
 
-def report(
-    console_url: str, token: str, box_id: str, status: dict[str, Any], verify: Any = True
-) -> str:
+def report(console_url: str, token: str, status: StatusReport, verify: Any = True) -> str:
     """Send one signed status report; "ok", "removed" (forget the console) or "failed"."""
-    body = json.dumps(status, separators=(",", ":")).encode()
+    body = json.dumps(status.to_json(), separators=(",", ":")).encode()
     now = int(time.time())
     headers = {
         "Content-Type": "application/json",
-        "X-Lanlock-Box": box_id,
-        "X-Lanlock-Time": str(now),
-        "X-Lanlock-Signature": body_signature(bytes.fromhex(token), now, body),
+        BOX_HEADER: status.box_id,
+        TIME_HEADER: str(now),
+        SIGNATURE_HEADER: body_signature(bytes.fromhex(token), now, body),
     }
     try:
         response = httpx.post(
-            console_url.rstrip("/") + "/iot/status",
+            console_url.rstrip("/") + STATUS_PATH,
             content=body,
             headers=headers,
             timeout=TIMEOUT,

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -89,7 +88,6 @@ class LoadFailed(Exception):
 class Environment:
     """What ``check()`` needs from the agent: where things are, and how to reach the cloud."""
 
-    data_dir: Path
     address: str
     https_port: int
     # The cloud's URL at the moment of asking: the box's --cloud, else the one pairing stored
@@ -103,13 +101,14 @@ class CertificateManager:
     def __init__(
         self,
         env: Environment,
+        tls: TLSStore,
         load_config: Callable[[], BoxConfig],
         update_config: Callable[[Callable[[BoxConfig], None]], BoxConfig],
         on_install: Callable[[Pair], None],
         backoff: Backoff | None = None,
     ) -> None:
         self.env = env
-        self.tls = TLSStore(env.data_dir / "tls")
+        self.tls = tls  # the agent's: one owner of the certificate files
         self.load_config = load_config
         self.update_config = update_config
         self.on_install = on_install

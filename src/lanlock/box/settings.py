@@ -88,7 +88,7 @@ def change_config(data_dir: Path, change: Callable[[BoxConfig], None]) -> BoxCon
     with _exclusive(data_dir / LOCK_FILE):
         config = load_config(data_dir)
         change(config)
-        save_config(data_dir, config)
+        _save(data_dir, config)
         return config
 
 
@@ -104,6 +104,7 @@ def _exclusive(path: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def save_config(data_dir: Path, config: BoxConfig) -> None:
+def _save(data_dir: Path, config: BoxConfig) -> None:
+    # Only change_config() calls this, under the lock: a write outside it could undo another's.
     values: dict[str, Any] = {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
     write_atomic(data_dir / CONFIG_FILE, tomli_w.dumps(values).encode(), mode=0o600)

@@ -51,7 +51,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
@@ -73,6 +73,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lanlock import errors
 from lanlock.box import logs
 from lanlock.box.console_client import PairingError
+from lanlock.box.lifecycle import BoxState
+from lanlock.box.ports import AgentPort
+from lanlock.box.settings import BoxConfig
 from lanlock.guard import PasswordGuard
 from lanlock.links import MAX_LINK_SECONDS, link_is_valid, seconds_from
 from lanlock.masking import masked_code
@@ -89,11 +92,6 @@ from lanlock.web_common import (
     templates,
     when,
 )
-
-if TYPE_CHECKING:
-    from lanlock.box.agent import Agent
-    from lanlock.box.lifecycle import BoxState
-    from lanlock.box.settings import BoxConfig
 
 log = logging.getLogger("lanlock.box.web")
 
@@ -172,7 +170,7 @@ def _origin_of(url: str) -> str:
 class OwnHostsOnly:
     """ASGI middleware: a 421 for every request whose Host is not the box's own (see above)."""
 
-    def __init__(self, app: ASGIApp, agent: Agent) -> None:
+    def __init__(self, app: ASGIApp, agent: AgentPort) -> None:
         self.app = app
         self.agent = agent
 
@@ -200,7 +198,7 @@ class OwnHostsOnly:
 
 
 class _Pages:
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: AgentPort) -> None:
         self.agent = agent
         self.env = templates(TEMPLATES)
         self.guard = PasswordGuard()
@@ -257,7 +255,7 @@ class _Pages:
             named=bool(config.name),
             box_id=agent.box_id,
             address=agent.address,
-            https_port=agent.settings.https_port,
+            https_port=agent.https_port,
             console_url=config.console_url,
             db_uuid_masked=masked_code(config.db_uuid),
             has_db_uuid=bool(config.db_uuid),
@@ -347,7 +345,7 @@ class _Pages:
             "/disconnect": self._disconnect,
             LOG_DOWNLOAD_PATH: self._download_admin,
         }[request.url.path]
-        state = self.agent.manager.state
+        state = self.agent.state
         https_url = valid_url(state)
         try:
             if state.state == "checking":
@@ -536,7 +534,7 @@ def _read_or_empty(path: Path) -> bytes:
         return b""
 
 
-def create_app(agent: Agent) -> Starlette:
+def create_app(agent: AgentPort) -> Starlette:
     pages = _Pages(agent)
     return Starlette(
         routes=[

@@ -34,8 +34,9 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from lanlock.console import boxes, pairing, record, sessions
-from lanlock.console.protocol import BOX_ID, ApiError
+from lanlock.console.protocol import ApiError
 from lanlock.console.record import SettingsError
+from lanlock.console_wire import BOX_HEADER, BOX_ID, SIGNATURE_HEADER, STATUS_PATH, TIME_HEADER
 from lanlock.guard import PasswordGuard
 from lanlock.masking import masked_code
 from lanlock.store import Store
@@ -60,7 +61,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"}
 MAX_API_BYTES = 64 * 1024
 LOGIN_BINDING = "login"  # what the login form's token is bound to (there is no session yet)
-API_PREFIXES = (pairing.PAIR_PATH, "/iot/status")
+API_PREFIXES = (pairing.PAIR_PATH, STATUS_PATH)
 
 Handler = Callable[["Visit"], Awaitable[Response]]
 
@@ -321,9 +322,9 @@ class Console:
         def work(body: bytes) -> tuple[int, dict[str, Any]]:
             return boxes.record_status(
                 self.store,
-                headers.get("x-lanlock-box"),
-                headers.get("x-lanlock-time"),
-                headers.get("x-lanlock-signature"),
+                headers.get(BOX_HEADER),
+                headers.get(TIME_HEADER),
+                headers.get(SIGNATURE_HEADER),
                 body,
             )
 
@@ -400,7 +401,7 @@ def create_app(store: Store) -> Starlette:
             Route("/settings", guarded(console.save_settings), methods=["POST"]),
             Route(pairing.PAIR_PATH + "{code}", console.pair_info, methods=["GET"]),
             Route(pairing.PAIR_PATH + "{code}", console.pair_api, methods=["POST"]),
-            Route("/iot/status", console.status_api, methods=["POST"]),
+            Route(STATUS_PATH, console.status_api, methods=["POST"]),
             Route("/static/{name}", static_endpoint(TEMPLATES, STATIC), methods=["GET"]),
             Route("/healthz", console.healthz, methods=["GET"]),
         ],

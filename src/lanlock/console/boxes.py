@@ -13,6 +13,7 @@ from lanlock import errors
 from lanlock.console import protocol
 from lanlock.console.models import PairedBox
 from lanlock.console.protocol import refusal
+from lanlock.console_wire import BOX_ID, StatusReport
 from lanlock.links import body_signature_is_valid, sign_link
 from lanlock.store import Store
 from lanlock.store.types import utcnow
@@ -90,7 +91,7 @@ def record_status(
     is forgotten: only the box itself learns that it was removed, and a forger cannot make the
     console forget a box before the box has heard it.
     """
-    if not box_id or not protocol.BOX_ID.fullmatch(box_id):
+    if not box_id or not BOX_ID.fullmatch(box_id):
         raise refusal(401, UNAUTHENTICATED)
     with store.transaction() as session:
         box = session.get(PairedBox, box_id, with_for_update=True)
@@ -110,11 +111,11 @@ def record_status(
     return 200, {"ok": True}
 
 
-def _apply(box: PairedBox, report: protocol.StatusReport, moment: int) -> None:
+def _apply(box: PairedBox, report: StatusReport, moment: int) -> None:
     box.reported_at, box.last_seen_at = moment, utcnow()
     box.name = report.name or box.name
     box.address, box.url, box.state = report.address, report.url, report.state
-    box.code, box.reason, box.not_after = report.code, report.reason, report.not_after
+    box.code, box.reason, box.not_after = report.code, report.reason, report.not_after_time()
     box.version = report.version
 
 

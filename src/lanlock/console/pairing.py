@@ -28,6 +28,7 @@ from lanlock.console import protocol, record
 from lanlock.console.models import ConsoleRecord, PairedBox, PairingCode
 from lanlock.console.protocol import ApiError, refusal
 from lanlock.console.record import SettingsError
+from lanlock.console_wire import NAME_CHARS, TOKEN_BYTES, PairAnswer, PairPayload
 from lanlock.jws import Unauthorized
 from lanlock.store import Store
 from lanlock.store.types import utcnow
@@ -71,8 +72,8 @@ def new_link(store: Store, name: str | None = None) -> PairingLink:
 
 def checked_name(name: str | None) -> str | None:
     value = (name or "").strip()
-    if len(value) > protocol.NAME_CHARS or not value.isprintable():
-        raise SettingsError(f"a box's name has at most {protocol.NAME_CHARS} printable characters")
+    if len(value) > NAME_CHARS or not value.isprintable():
+        raise SettingsError(f"a box's name has at most {NAME_CHARS} printable characters")
     return value or None
 
 
@@ -105,21 +106,21 @@ def pair(store: Store, code: str, body: bytes) -> dict[str, Any]:
         if not console.enterprise_code:
             # Checked before the link is used: it works once the admin has set the code.
             raise refusal(409, NO_SUBSCRIPTION)
-        link.used_at, link.used_by = now, request.box_id
+        link.used_at, link.used_by = now, request.payload.box_id
         try:
             device_key_der = _proven_key(request, link)
-            box = _paired_box(session, request, device_key_der, link.name, now)
+            box = _paired_box(session, request.payload, device_key_der, link.name, now)
         except ApiError as exc:
             refused = exc  # raised once the transaction has kept the link spent
         else:
-            return {
-                "console_url": console_url(console),
-                "db_uuid": console.db_uuid,
-                "enterprise_code": console.enterprise_code,
-                "name": box.name,
-                "token": box.token,
-                "cloud_url": console.cloud_url,
-            }
+            return PairAnswer(
+                console_url=console_url(console),
+                db_uuid=console.db_uuid,
+                enterprise_code=console.enterprise_code,
+                name=box.name,
+                token=box.token,
+                cloud_url=console.cloud_url,
+            ).to_json()
     # The admin, whose box will hear "used already", learns why from the log.
     log.warning("a pairing link was spent by a refused request: %s", refused.body["detail"])
     raise refused
@@ -132,14 +133,14 @@ def _proven_key(request: protocol.PairRequest, link: PairingCode) -> bytes:
     except Unauthorized as exc:
         raise refusal(401, str(exc)) from None
     # A request captured on its way to another link must not pair through this one.
-    if not secrets.compare_digest(request.link_code_sha256, link.code_hash):
+    if not secrets.compare_digest(request.payload.link_code_sha256, link.code_hash):
         raise refusal(401, "the request was signed for another pairing link than this one")
     return pki.public_key_der(device_key)
 
 
 def _paired_box(
     session: Session,
-    request: protocol.PairRequest,
+    request: PairPayload,
     device_key_der: bytes,
     given_name: str | None,
     now: dt.datetime,
@@ -163,7 +164,7 @@ def _paired_box(
         )
     box.device_key_der = device_key_der
     box.name = given_name or request.name or f"IoT box {request.box_id[:8]}"
-    box.token = secrets.token_hex(32)
+    box.token = secrets.token_hex(TOKEN_BYTES)
     box.address, box.version = request.address, request.version
     box.state = "paired"
     box.url = box.code = box.reason = box.not_after = box.reported_at = box.removed_at = None

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lanlock.console.models import THE_CONSOLE, ConsoleRecord, LoginSession
-from lanlock.console.protocol import CONTROL, URL_CHARS, plain_url
+from lanlock.console_wire import CONTROL, URL_CHARS, plain_url
 from lanlock.passwords import (
     hash_password,
     new_password,
