@@ -209,6 +209,8 @@ def start_cloud(
         **(env or {}),
     }
     url, verify = f"http://127.0.0.1:{port}", True
+    if "--workers" not in extra:  # one process: its state is what a test sees (tests/cloud/
+        extra = (*extra, "--workers", "1")  # test_workers.py runs several)
     if tls:
         extra = (*extra, "--tls-cert", str(tls.cert), "--tls-key", str(tls.key))
         url, verify = f"https://localhost:{port}", ssl.create_default_context(cafile=str(tls.ca))

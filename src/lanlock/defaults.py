@@ -19,9 +19,14 @@ ISSUER = "local"  # the embedded CA
 CERTIFICATE_LIFETIME_DAYS = 90
 FAILURE_LIMIT = 10  # failed credential attempts per source / database before 429
 FAILURE_WINDOW = 60.0  # seconds
-# A scope's issuance lease: long enough for an ACME order (DNS propagation, validation), short
-# enough that a crashed replica's lease frees the scope soon.
-LEASE_SECONDS = 300.0
+# A scope's issuance lease, renewed by its holder every third of it while it issues (an ACME
+# order takes minutes): a replica that dies stops renewing, and the scope is free again within
+# this long. The fleet rehearsal (bench/fleet.py) saw a SIGKILLed replica block two boxes for
+# the whole 300 s of the former unrenewed lease.
+LEASE_SECONDS = 30.0
+# How long a request waits for another request's issuance of the same scope before answering
+# 503 + Retry-After: below the box's 20 s request timeout, so that the box gets that answer.
+LEASE_WAIT_SECONDS = 12.0
 
 # --- console ---------------------------------------------------------------------------------
 CONSOLE_PORT = 8800

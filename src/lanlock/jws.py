@@ -2,18 +2,28 @@
 console.
 
 The envelope is ACME's: a flattened JWS, ES256, the device key as ``jwk`` in the protected
-header. ``josepy`` does the JOSE work; this module adds the rules that make it an identity
-check: only ES256 over P-256, the key only in the protected header, and a ``box_id`` that is the
-one that key derives. What the payload must hold is each receiver's own business.
+header. The box signs with ``josepy``. The receivers verify with ``cryptography`` directly, by
+hand, because they accept exactly one shape — ES256 over P-256, the key only in the protected
+header — and josepy's general JOSE object model (every header field decoded into objects, any
+algorithm) cost about three times the signature check itself on the cloud's busiest path
+(BENCHMARKS.md, "the request path's profile"). What the payload must hold is each receiver's own
+business; the identity check is a ``box_id`` that is the one the key derives.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import josepy
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from lanlock.pki import box_id_for
 
@@ -43,7 +53,21 @@ def signed_body(device_key: ec.EllipticCurvePrivateKey, payload: dict[str, Any])
 NOT_JSON = (ValueError, UnicodeDecodeError, RecursionError)
 
 
-def parse_envelope(body: bytes) -> josepy.JWS:
+BASE64URL = re.compile(r"[A-Za-z0-9_-]*")  # RFC 7515 §2: unpadded
+P256_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A flattened JWS as read, before its signature is checked (:func:`signing_key` does)."""
+
+    header: dict[str, Any]  # the protected header
+    payload: bytes
+    signature: bytes
+    signing_input: bytes  # what the signature covers: protected "." payload, as sent
+
+
+def parse_envelope(body: bytes) -> Envelope:
     """The JWS of a request body; MalformedRequest when it is not one."""
     try:
         document = json.loads(body)
@@ -52,7 +76,7 @@ def parse_envelope(body: bytes) -> josepy.JWS:
     return envelope_of(document)
 
 
-def envelope_of(document: Any) -> josepy.JWS:
+def envelope_of(document: Any) -> Envelope:
     """The JWS of a body already read as JSON; MalformedRequest when it is not one."""
     if not isinstance(document, dict) or not all(
         isinstance(document.get(k), str) for k in ("protected", "payload", "signature")
@@ -60,29 +84,83 @@ def envelope_of(document: Any) -> josepy.JWS:
         raise MalformedRequest(
             "the body must be a flattened JWS: an object with protected, payload and signature"
         )
-    try:
-        jws = josepy.JWS.from_json(document)
-    except RecursionError:  # the protected header is JSON too
-        raise MalformedRequest("the JWS's protected header is nested too deeply") from None
-    except (josepy.errors.Error, ValueError, TypeError, KeyError, AttributeError) as exc:
-        # AttributeError: josepy decodes a null where it expects base64 text (a jwk's "x")
-        raise MalformedRequest(f"the JWS cannot be decoded: {exc}") from exc
-    if jws.signature.header.to_partial_json():
+    if document.get("header"):
         raise MalformedRequest("the JWS has an unprotected header; put alg and jwk in 'protected'")
-    return jws
+    protected, payload = document["protected"], document["payload"]
+    header_bytes = _decoded("protected", protected)
+    try:
+        header = json.loads(header_bytes)
+    except RecursionError:
+        raise MalformedRequest("the JWS's protected header is nested too deeply") from None
+    except NOT_JSON:
+        raise MalformedRequest(
+            "the JWS cannot be decoded: its protected header is not JSON"
+        ) from None
+    if not isinstance(header, dict):
+        raise MalformedRequest("the JWS cannot be decoded: its protected header is not an object")
+    return Envelope(
+        header=header,
+        payload=_decoded("payload", payload),
+        signature=_decoded("signature", document["signature"]),
+        signing_input=f"{protected}.{payload}".encode("ascii"),
+    )
 
 
-def signing_key(jws: josepy.JWS) -> ec.EllipticCurvePublicKey:
+def signing_key(envelope: Envelope) -> ec.EllipticCurvePublicKey:
     """The device key of the protected header, once the signature verifies with it."""
-    header = jws.signature.combined
-    if header.alg != josepy.ES256:
-        raise Unauthorized(f"the JWS algorithm must be ES256, not {header.alg and header.alg.name}")
-    jwk = header.jwk
-    if not isinstance(jwk, josepy.JWKEC) or not isinstance(jwk.key.curve, ec.SECP256R1):
-        raise Unauthorized("the protected header must carry the device key as an EC P-256 jwk")
-    if not _signature_holds(jws):
+    alg = envelope.header.get("alg")
+    if alg != "ES256":
+        raise Unauthorized(f"the JWS algorithm must be ES256, not {str(alg)[:20]}")
+    if "crit" in envelope.header:  # RFC 7515 §4.1.11: extensions a verifier must understand
+        raise Unauthorized("the JWS names critical header extensions; none are supported")
+    key = _p256_key(envelope.header.get("jwk"))
+    if not _signature_holds(key, envelope):
         raise Unauthorized("the JWS signature does not verify with the jwk of its header")
-    return jwk.key if isinstance(jwk.key, ec.EllipticCurvePublicKey) else jwk.key.public_key()
+    return key
+
+
+def _decoded(field: str, text: str) -> bytes:
+    if not BASE64URL.fullmatch(text):
+        raise MalformedRequest(f"the JWS cannot be decoded: {field} is not unpadded base64url")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise MalformedRequest(f"the JWS cannot be decoded: {field} is not base64url") from None
+
+
+def _p256_key(jwk: Any) -> ec.EllipticCurvePublicKey:
+    """The key of an EC P-256 JWK (RFC 7518 §6.2: both coordinates at full length).
+
+    Another kind of key is Unauthorized (401); a P-256 JWK that does not decode is malformed
+    (400), as it was when josepy decoded it.
+    """
+    if not isinstance(jwk, dict) or jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
+        raise Unauthorized("the protected header must carry the device key as an EC P-256 jwk")
+    broken = MalformedRequest("the JWS cannot be decoded: its jwk is not a P-256 point")
+    coordinates = [jwk.get("x"), jwk.get("y")]
+    if not all(isinstance(c, str) and BASE64URL.fullmatch(c) for c in coordinates):
+        raise broken
+    x, y = (_decoded("jwk", c) for c in coordinates)
+    if len(x) != P256_BYTES or len(y) != P256_BYTES:
+        raise broken
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + x + y)
+    except ValueError:  # not a point of the curve
+        raise broken from None
+
+
+def _signature_holds(key: ec.EllipticCurvePublicKey, envelope: Envelope) -> bool:
+    """ES256 signs with R and S as two 32-byte big-endian numbers (RFC 7518 §3.4)."""
+    signature = envelope.signature
+    if len(signature) != 2 * P256_BYTES:
+        return False
+    r = int.from_bytes(signature[:P256_BYTES], "big")
+    s = int.from_bytes(signature[P256_BYTES:], "big")
+    try:
+        key.verify(encode_dss_signature(r, s), envelope.signing_input, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
 
 
 def payload_object(raw: bytes) -> dict[str, Any]:
@@ -99,10 +177,3 @@ def check_box_id(box_id: str, device_key: ec.EllipticCurvePublicKey) -> None:
     """The identity check: only the holder of a box's device key can speak for its box_id."""
     if box_id != box_id_for(device_key):
         raise Unauthorized("box_id does not match the device key that signed the request")
-
-
-def _signature_holds(jws: josepy.JWS) -> bool:
-    try:
-        return bool(jws.verify())
-    except (josepy.errors.Error, ValueError, TypeError):
-        return False

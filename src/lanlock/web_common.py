@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import hmac
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -88,9 +89,15 @@ def static_endpoint(
 
 
 def run_server(
-    app: ASGIApp, host: str, port: int, tls_cert: Path | None, tls_key: Path | None
+    app: ASGIApp,
+    host: str,
+    port: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve ``app`` (over HTTPS with a certificate and key) until SIGINT or SIGTERM.
+    """Serve ``app`` (over HTTPS with a certificate and key) until SIGINT or SIGTERM, on
+    ``host:port`` or on ``sock``, a listening socket that several worker processes share.
 
     The cloud's and the console's way: no ``Server`` header, no access log (nothing in the
     cloud's URLs needs logging, and the console's pairing links are secrets in their URL), and
@@ -98,7 +105,7 @@ def run_server(
     """
     import uvicorn  # here: the modules that only mask a code or read a form need no server
 
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -109,6 +116,7 @@ def run_server(
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+    uvicorn.Server(config).run(sockets=[sock] if sock else None)
 
 
 # --- refusals and request bodies ---------------------------------------------------------------

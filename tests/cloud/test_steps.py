@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,6 +108,16 @@ def test_one_lease_holder_per_scope_until_release_or_expiry(store):
     crashed = ScopeLease(store, -1)  # a lease that expired at once: its holder crashed
     assert crashed.acquire("c" * 16)
     assert first.acquire("c" * 16)
+
+
+def test_a_living_holder_keeps_its_lease_past_its_first_expiry(store):
+    """A short lease (a dead replica's frees soon) must hold through a long issuance."""
+    holder, other = ScopeLease(store, 0.6), ScopeLease(store, 0.6)
+    assert holder.acquire("d" * 16)
+    time.sleep(1.5)  # past two lease lengths: only renewal keeps it
+    assert not other.acquire("d" * 16)
+    holder.release("d" * 16)
+    assert other.acquire("d" * 16)
 
 
 def certificate(lifetime_days: float, left_days: float, renew_after=None) -> Certificate:

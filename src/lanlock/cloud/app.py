@@ -9,6 +9,7 @@ and Prometheus sends the header natively (``authorization.credentials``).
 from __future__ import annotations
 
 import hmac
+import random
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,14 +25,53 @@ from lanlock.web_common import BodyTooLarge, read_limited_body
 
 MAX_BODY_BYTES = 64 * 1024
 ACCEPTED_TYPES = ("application/jose+json", "application/json")
+MAX_IN_FLIGHT = 32  # x509 requests one worker works on at once; more are shed (see Admission)
+SHED_SPREAD = 10  # a shed request is asked to come back within 1..10 s, at random
+
+
+class Admission:
+    """Graceful overload: past ``limit`` requests in progress, answer 503 at once.
+
+    A worker that queues everything answers everyone late (each request waits for all those
+    before it); one that sheds answers most in time and tells the rest when to come back. The
+    ``Retry-After`` is drawn at random over ``spread`` seconds, so that a herd shed together
+    returns spread out instead of as the same wave. One event loop per worker: no lock needed.
+    """
+
+    def __init__(self, limit: int = MAX_IN_FLIGHT, spread: int = SHED_SPREAD) -> None:
+        self.limit, self.spread = limit, spread
+        self.in_flight = 0
+
+    def full(self) -> bool:
+        return self.in_flight >= self.limit
+
+    def retry_after(self) -> int:
+        return random.randint(1, self.spread)  # spreading load: no secret in it
 
 
 def create_app(
     service: X509Service,
     metrics_token: str | None = None,
     trusted_proxies: TrustedProxies = (),
+    admission: Admission | None = None,
 ) -> Starlette:
+    admission = admission or Admission()
+
     async def x509(request: Request) -> Response:
+        if admission.full():
+            service.metrics.shed.inc()
+            return JSONResponse(
+                {"detail": "the cloud is busy; ask again after Retry-After seconds"},
+                status_code=503,
+                headers={"Retry-After": str(admission.retry_after())},
+            )
+        admission.in_flight += 1
+        try:
+            return await _x509(request)
+        finally:
+            admission.in_flight -= 1
+
+    async def _x509(request: Request) -> Response:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type not in ACCEPTED_TYPES:
             return JSONResponse(

@@ -11,9 +11,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lanlock import defaults
 from lanlock.cloud import admin, authority
+from lanlock.cloud.app import MAX_IN_FLIGHT
 from lanlock.cloud.authority import AuthorityError
 from lanlock.cloud.secret import SecretKeyError, load_or_create_secret
-from lanlock.cloud.server import CloudSettings, open_store
+from lanlock.cloud.server import CloudSettings, PortInUse, open_store
 from lanlock.cloud.throttle import IssuanceBudget
 from lanlock.config import (
     RoleGroup,
@@ -54,6 +55,7 @@ def settings_from(data: Path | None, store: str | None, **kw: Any) -> CloudSetti
         AuthorityError,
         InvalidName,
         StoreConfigError,
+        PortInUse,
     ),
     store_errors=(SQLAlchemyError,),
 )
@@ -175,6 +177,21 @@ def cloud() -> None:
     callback=lambda _c, _p, v: tuple(_network(x) for x in v),
     help="a load balancer whose X-Forwarded-For names the client (failures are counted per "
     "client network); repeatable [default: none, the peer is the client]",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(0, 256),
+    default=0,
+    help="worker processes sharing the port, each a whole cloud on the store "
+    "[default: 0, one per core]",
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(1),
+    default=MAX_IN_FLIGHT,
+    show_default=True,
+    help="x509 requests a worker works on at once; past that it answers 503 with a "
+    "Retry-After spread over 10 s at once instead of queueing",
 )
 def serve(
     data: Path | None, store: str | None, tls_cert: Path | None, tls_key: Path | None, **kw: Any

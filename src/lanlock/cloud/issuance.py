@@ -1,20 +1,23 @@
 """A new certificate for a scope, issued once however many replicas are asked at the same time.
 
-The scope's lease (a row in ``issuance_leases``, expiring so that a crashed holder cannot block
-the scope for ever) lets one request issue while the others wait and, most of the time, reuse
-what it issued. Under the lease the issuance budget is checked (:mod:`lanlock.cloud.throttle`),
+The scope's lease (a row in ``issuance_leases``, renewed while its holder lives and expiring
+soon after a holder dies, so that a killed replica cannot block the scope) lets one request
+issue while the others wait and, most of the time, reuse what it issued. Under the lease the
+issuance budget is checked (:mod:`lanlock.cloud.throttle`),
 then the issuer is asked and the certificate recorded.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import secrets
+import threading
 import time
 
 from cryptography import x509
-from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from lanlock import errors, pki
 from lanlock.cloud import throttle
@@ -26,14 +29,25 @@ from lanlock.cloud.refusals import Refused
 from lanlock.cloud.reuse import reusable_in
 from lanlock.store import Store
 
+log = logging.getLogger(__name__)
+
 
 class ScopeLease:
-    """Who may issue for a scope right now: one holder across every replica, for a while."""
+    """Who may issue for a scope right now: one holder across every replica, for a while.
+
+    Each process is one holder. While it holds any lease, one thread renews all of them every
+    third of ``seconds`` with one statement; a holder that dies (SIGKILL, power) stops renewing
+    and its leases lapse within ``seconds``, so a lease can be short however long an issuance
+    takes.
+    """
 
     def __init__(self, store: Store, seconds: float) -> None:
         self.store = store
         self.seconds = seconds
         self.holder = secrets.token_hex(8)
+        self._held: set[str] = set()
+        self._lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
 
     def acquire(self, scope: str) -> bool:
         now = dt.datetime.now(dt.UTC)
@@ -43,21 +57,55 @@ class ScopeLease:
                 lease = session.get(IssuanceLease, scope, with_for_update=True)
                 if lease is None:
                     session.add(IssuanceLease(scope=scope, holder=self.holder, expires_at=expires))
-                    return True
-                if lease.expires_at > now:
+                elif lease.expires_at > now:
                     return False
-                lease.holder, lease.expires_at = self.holder, expires  # a crashed holder's lease
-                return True
+                else:  # a dead holder's lease
+                    lease.holder, lease.expires_at = self.holder, expires
         except IntegrityError:
             return False  # another replica inserted the lease first
+        self._hold(scope)
+        return True
 
     def release(self, scope: str) -> None:
+        with self._lock:
+            self._held.discard(scope)
         with self.store.transaction() as session:
             session.execute(
                 delete(IssuanceLease).where(
                     IssuanceLease.scope == scope, IssuanceLease.holder == self.holder
                 )
             )
+
+    def _expiry(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.seconds)
+
+    def _hold(self, scope: str) -> None:
+        with self._lock:
+            self._held.add(scope)
+            if self._renewer is None or not self._renewer.is_alive():
+                self._renewer = threading.Thread(
+                    target=self._renew_while_held, name="lease-renewer", daemon=True
+                )
+                self._renewer.start()
+
+    def _renew_while_held(self) -> None:
+        while True:
+            time.sleep(max(self.seconds / 3, 0.05))
+            with self._lock:
+                if not self._held:
+                    self._renewer = None
+                    return
+            try:
+                with self.store.transaction() as session:
+                    session.execute(
+                        update(IssuanceLease)
+                        .where(IssuanceLease.holder == self.holder)
+                        .values(
+                            expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.seconds)
+                        )
+                    )
+            except SQLAlchemyError as exc:  # the store is failing: the next beat tries again
+                log.warning("cannot renew issuance leases: %s", exc)
 
 
 class Issuance:

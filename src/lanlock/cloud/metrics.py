@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 
 class CloudMetrics:
@@ -34,6 +36,11 @@ class CloudMetrics:
             "Unauthenticated requests (400, 401) not written to the audit trail, over its cap",
             registry=self.registry,
         )
+        self.shed = Counter(
+            "lanlock_x509_shed",
+            "x509 requests answered 503 at once because the worker was at --max-in-flight",
+            registry=self.registry,
+        )
         self.bad_nonce_retries = Counter(
             "lanlock_acme_bad_nonce_retries",
             "Requests to the ACME CA retried after badNonce",
@@ -44,4 +51,9 @@ class CloudMetrics:
         self.requests.labels(outcome=outcome, code=code or "").inc()
 
     def render(self) -> bytes:
+        """This process's metrics, or under ``--workers`` every worker's added up."""
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)

@@ -1,14 +1,27 @@
-"""Putting the cloud together: settings → store → secret → CA → issuer → service → uvicorn."""
+"""Putting the cloud together: settings → store → secret → CA → issuer → service → uvicorn.
+
+With ``workers`` above one, the parent migrates the store and makes the CA once, binds the
+listening socket, and supervises that many worker processes (:mod:`lanlock.supervisor`), each
+a whole cloud on the shared socket: its own store pool and its own copy of the CA key. What must
+be shared between them is already shared through the store (nonces, failure counts, leases,
+quotas), as between replicas. Their metrics are added up across workers by
+``prometheus_client``'s multiprocess mode, in a private folder that lives as long as the parent.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
+import os
+import socket
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from lanlock import defaults, names
-from lanlock.cloud.app import create_app
+from lanlock.cloud.app import MAX_IN_FLIGHT, Admission, create_app
 from lanlock.cloud.authority import load_or_create_authority
 from lanlock.cloud.issuers import Issuer
 from lanlock.cloud.issuers.acme import AcmeIssuer, AcmeSettings
@@ -19,7 +32,11 @@ from lanlock.cloud.secret import load_or_create_secret
 from lanlock.cloud.throttle import IssuanceBudget
 from lanlock.cloud.x509 import X509Service, X509Settings
 from lanlock.store import Store
+from lanlock.supervisor import Supervisor, stop_when_orphaned, usable_cores
 from lanlock.web_common import run_server
+
+log = logging.getLogger(__name__)
+LISTEN_BACKLOG = 2048  # a fleet's herd arrives at once: let the kernel queue it
 
 
 @dataclass
@@ -46,6 +63,8 @@ class CloudSettings:
     subscription_issuance_factor: int = IssuanceBudget.per_box_slot
     issuance_window: float = IssuanceBudget.window
     audit_days: float = X509Settings.audit_days
+    workers: int = 0  # 0: one per core
+    max_in_flight: int = MAX_IN_FLIGHT
 
     @property
     def store(self) -> str:
@@ -108,5 +127,61 @@ def make_issuer(
 
 
 def serve(settings: CloudSettings) -> None:
-    app = create_app(build_service(settings), settings.metrics_token, settings.trusted_proxy)
-    run_server(app, settings.host, settings.port, settings.tls_cert, settings.tls_key)
+    """Serve until SIGTERM or SIGINT, in one process or under a supervisor of ``workers``."""
+    count = settings.workers or usable_cores()
+    if count == 1:
+        run_worker(settings)
+        return
+    prepare(settings)
+    sock = listening_socket(settings.host, settings.port)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    with tempfile.TemporaryDirectory(prefix="lanlock-cloud-metrics-") as metrics_dir:
+        # Read by prometheus_client when a worker imports it: spawned workers start afresh.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        log.info("cloud on %s port %d, %d workers", settings.host, settings.port, count)
+        supervisor = Supervisor(
+            run_worker,
+            [(settings, sock)] * count,
+            "lanlock-cloud-worker",
+            stop_grace=15.0,  # uvicorn gives requests in flight 10 s
+            start_method="spawn",
+        )
+        status = supervisor.run()
+    sock.close()
+    if status:
+        sys.exit(status)
+
+
+def run_worker(settings: CloudSettings, sock: socket.socket | None = None) -> None:
+    if sock is not None:
+        stop_when_orphaned()
+    service = build_service(settings)
+    app = create_app(
+        service, settings.metrics_token, settings.trusted_proxy, Admission(settings.max_in_flight)
+    )
+    run_server(app, settings.host, settings.port, settings.tls_cert, settings.tls_key, sock)
+
+
+def prepare(settings: CloudSettings) -> None:
+    """Migrate the store and make the CA once, before the workers start and would race to."""
+    store = open_store(settings)
+    try:
+        if settings.issuer != "acme":
+            secret = load_or_create_secret(settings.data_dir / "secret.key")
+            load_or_create_authority(store, names.normalize_zone(settings.zone), secret)
+    finally:
+        store.dispose()
+
+
+class PortInUse(OSError):
+    """The address and port cannot be bound; the message says which."""
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """One listening socket for every worker: the kernel hands each connection to one of them,
+    and a restarted worker accepts from the very socket of the one that died."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+    except OSError as exc:
+        raise PortInUse(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from exc

@@ -1,0 +1,149 @@
+"""The express lane: a registered box asking again for the certificate it holds.
+
+Most requests a cloud sees are boxes asking again (every start, every check, every renewal
+window that the reuse rule answers with the certificate already issued). Their answer needs
+one read — the box with its database, subscription and quota, and its newest certificate for
+the CSR's key — and three writes: the nonce, the audit line, the box seen. This module does
+exactly that in SQLAlchemy Core, in one transaction, and only when *every* check of the full
+way would pass: the box is registered to this database under this code (compared in constant
+time), the database is production, the subscription in progress with an IoT box line, the box
+active, the CSR names nothing beyond the box's names, and the reuse rule holds. Anything else
+(a new box, a refusal, a renewal) finds the transaction rolled back with nothing written and
+takes the full way (:mod:`lanlock.cloud.x509`), which owns every refusal and its order. So the
+lane changes what a reuse costs, never what any request is answered.
+
+Core rather than the ORM because the ORM's unit of work, identity map and attribute
+instrumentation cost several times the SQL itself on this path (the profile in BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+
+from cryptography import x509
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from lanlock import names, pki
+from lanlock.cloud import csr_policy, limits
+from lanlock.cloud.jws import SignedRequest, Unauthorized
+from lanlock.cloud.models import (
+    IOT_BOX_PRODUCT,
+    AuditEntry,
+    Box,
+    Certificate,
+    Database,
+    SeenNonce,
+    Subscription,
+    SubscriptionLine,
+)
+from lanlock.cloud.nonces import NONCE_TTL
+from lanlock.cloud.reuse import still_good
+
+boxes, certificates = Box.__table__, Certificate.__table__
+lines = SubscriptionLine.__table__
+
+QUOTA = (
+    select(func.coalesce(func.sum(lines.c.quantity), 0))
+    .where(lines.c.subscription_code == boxes.c.subscription_code)
+    .where(lines.c.product == IOT_BOX_PRODUCT)
+    .scalar_subquery()
+)
+# The box and everything eligibility looks at, in one row.
+BOX_ROW = (
+    select(
+        boxes.c.scope,
+        boxes.c.state,
+        boxes.c.database_uuid,
+        boxes.c.subscription_code,
+        Database.__table__.c.kind,
+        Subscription.__table__.c.state.label("subscription_state"),
+        QUOTA.label("quota"),
+    )
+    .join(Subscription.__table__, Subscription.__table__.c.code == boxes.c.subscription_code)
+    .join(Database.__table__, Database.__table__.c.uuid == boxes.c.database_uuid)
+    .where(Subscription.__table__.c.database_uuid == boxes.c.database_uuid)
+    .where(boxes.c.box_id == bindparam("box_id"))
+)
+NEWEST_CERTIFICATE = (
+    select(
+        certificates.c.serial,
+        certificates.c.not_before,
+        certificates.c.not_after,
+        certificates.c.renew_after,
+        certificates.c.x509_pem,
+        certificates.c.chain_pem,
+    )
+    .where(certificates.c.scope == bindparam("scope"))
+    .where(certificates.c.key_fingerprint == bindparam("fingerprint"))
+    .order_by(certificates.c.not_after.desc())
+    .limit(1)
+)
+# Built once: a statement object keeps its compiled form's cache key, so each execution skips
+# building and keying it again (about half of Core's cost per statement here).
+ADD_NONCE = insert(SeenNonce.__table__)
+ADD_AUDIT_LINE = insert(AuditEntry.__table__)
+SEEN = update(boxes).where(boxes.c.box_id == bindparam("seen_box_id"))
+
+
+def reused_certificate(
+    conn: Connection,
+    request: SignedRequest,
+    csr: x509.CertificateSigningRequest,
+    zone: str,
+    source: str,
+) -> tuple[Row, str] | None:
+    """The certificate (and scope) to hand out again, with the nonce, the audit line and the
+    box's last sighting written in ``conn``'s transaction; None when the full way must answer
+    (the caller then rolls back: nothing is written). ``csr`` is parsed and its signature
+    checked (:func:`lanlock.pki.parse_csr`)."""
+    box = conn.execute(BOX_ROW, {"box_id": request.box_id}).first()
+    if box is None or not _eligible(box, request):
+        return None
+    if csr_policy.foreign_identities(csr, names.certificate_names(box.scope, zone)):
+        return None
+    fingerprint = pki.key_fingerprint(csr.public_key())  # type: ignore[arg-type]
+    now = dt.datetime.now(dt.UTC)
+    certificate = conn.execute(
+        NEWEST_CERTIFICATE, {"scope": box.scope, "fingerprint": fingerprint}
+    ).first()
+    if certificate is None or not still_good(certificate, now):
+        return None
+    _remember_nonce(conn, request.nonce, now)
+    conn.execute(
+        ADD_AUDIT_LINE,
+        {
+            "at": now,
+            "outcome": "reused",
+            "code": None,
+            "box_id": request.box_id,
+            "database_uuid": request.db_uuid[:64],
+            "source": source[:64],
+            "detail": f"serial {certificate.serial}",
+        },
+    )
+    seen = {"seen_box_id": request.box_id, "last_seen_at": now}
+    seen["source_network"] = limits.network_of(source)
+    if request.address:
+        seen["last_address"] = request.address
+    conn.execute(SEEN, seen)
+    return certificate, box.scope
+
+
+def _eligible(box: Row, request: SignedRequest) -> bool:
+    return (
+        box.database_uuid == request.db_uuid
+        and hmac.compare_digest(box.subscription_code.encode(), request.enterprise_code.encode())
+        and box.kind == "production"
+        and box.subscription_state == "in_progress"
+        and box.quota > 0
+        and box.state == "active"
+    )
+
+
+def _remember_nonce(conn: Connection, nonce: str, now: dt.datetime) -> None:
+    try:
+        conn.execute(ADD_NONCE, {"nonce": nonce, "expires_at": now + NONCE_TTL})
+    except IntegrityError:
+        raise Unauthorized("this nonce was seen before: each request needs a new one") from None

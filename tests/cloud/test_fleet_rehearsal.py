@@ -1,0 +1,50 @@
+"""The fleet rehearsal's checks, at the suite's size (bench/fleet.py --short).
+
+A private PostgreSQL, two cloud replicas behind HAProxy, two DNS replicas and 80 boxes driven by
+the box's own lifecycle code; one replica is killed with SIGKILL and started again, PostgreSQL is
+restarted (fast) while the boxes ask. Only the correctness checks are asserted, never a timing:
+every box ends with a certificate that verifies, no quota is exceeded, no scope is issued twice,
+no nonce is accepted twice, the DNS replicas answer the boxes' names.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.realparts import require
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _fleet_module() -> ModuleType:
+    path = ROOT / "bench" / "fleet.py"
+    spec = importlib.util.spec_from_file_location("lanlock_bench_fleet", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.timeout(120)
+def test_a_short_rehearsal_keeps_every_promise(tmp_path: Path) -> None:
+    fleet = _fleet_module()
+    missing = fleet.missing_parts()
+    require(not missing, "the fleet rehearsal needs " + "; ".join(missing))
+    options = fleet.Options(**fleet.SHORT)
+
+    report = fleet.rehearse(options, work=tmp_path)
+
+    failed = [f"{c['name']}: {c['detail']}" for c in report["checks"] if not c["ok"]]
+    assert not failed, "\n".join(failed) + "\n" + "\n".join(report.get("logs", {}).values())
+    events = [e["event"] for e in report["chaos"]]
+    assert "cloud r0 killed (SIGKILL)" in events
+    assert "PostgreSQL back" in events
+    herd = report["herd"]
+    assert herd["boxes"] == options.boxes + options.overbooked
+    assert herd["answers_ok"] >= options.boxes + options.overbooked // 2
