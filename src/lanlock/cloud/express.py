@@ -22,15 +22,14 @@ import datetime as dt
 import hmac
 
 from cryptography import x509
-from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from lanlock import names, pki
-from lanlock.cloud import csr_policy, limits
+from lanlock.cloud import audit, csr_policy, registration
 from lanlock.cloud.jws import SignedRequest, Unauthorized
 from lanlock.cloud.models import (
     IOT_BOX_PRODUCT,
-    AuditEntry,
     Box,
     Certificate,
     Database,
@@ -83,8 +82,6 @@ NEWEST_CERTIFICATE = (
 # Built once: a statement object keeps its compiled form's cache key, so each execution skips
 # building and keying it again (about half of Core's cost per statement here).
 ADD_NONCE = insert(SeenNonce.__table__)
-ADD_AUDIT_LINE = insert(AuditEntry.__table__)
-SEEN = update(boxes).where(boxes.c.box_id == bindparam("seen_box_id"))
 
 
 def reused_certificate(
@@ -111,23 +108,9 @@ def reused_certificate(
     if certificate is None or not still_good(certificate, now):
         return None
     _remember_nonce(conn, request.nonce, now)
-    conn.execute(
-        ADD_AUDIT_LINE,
-        {
-            "at": now,
-            "outcome": "reused",
-            "code": None,
-            "box_id": request.box_id,
-            "database_uuid": request.db_uuid[:64],
-            "source": source[:64],
-            "detail": f"serial {certificate.serial}",
-        },
-    )
-    seen = {"seen_box_id": request.box_id, "last_seen_at": now}
-    seen["source_network"] = limits.network_of(source)
-    if request.address:
-        seen["last_address"] = request.address
-    conn.execute(SEEN, seen)
+    detail = f"serial {certificate.serial}"
+    conn.execute(audit.ADD, audit.values("reused", None, request, source, detail))
+    conn.execute(registration.SEEN, registration.seen_values(request.box_id, request, source))
     return certificate, box.scope
 
 

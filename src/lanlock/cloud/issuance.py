@@ -9,15 +9,18 @@ then the issuer is asked and the certificate recorded.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 
 from cryptography import x509
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from lanlock import errors, pki
 from lanlock.cloud import throttle
@@ -30,6 +33,8 @@ from lanlock.cloud.reuse import reusable_in
 from lanlock.store import Store
 
 log = logging.getLogger(__name__)
+# Writes what came of a request (its audit line, the box seen) in the deciding transaction.
+Record = Callable[[Session, Certificate, str], None]
 
 
 class ScopeLease:
@@ -50,36 +55,43 @@ class ScopeLease:
         self._renewer: threading.Thread | None = None
 
     def acquire(self, scope: str) -> bool:
-        now = dt.datetime.now(dt.UTC)
-        expires = now + dt.timedelta(seconds=self.seconds)
+        """Take the scope's lease in a transaction of its own (and keep it renewed)."""
         try:
             with self.store.transaction() as session:
-                lease = session.get(IssuanceLease, scope, with_for_update=True)
-                if lease is None:
-                    session.add(IssuanceLease(scope=scope, holder=self.holder, expires_at=expires))
-                elif lease.expires_at > now:
+                if not self.acquire_in(session, scope):
                     return False
-                else:  # a dead holder's lease
-                    lease.holder, lease.expires_at = self.holder, expires
         except IntegrityError:
             return False  # another replica inserted the lease first
-        self._hold(scope)
+        self.hold(scope)
+        return True
+
+    def acquire_in(self, session: Session, scope: str) -> bool:
+        """Take the lease in ``session``'s transaction; :meth:`hold` once it is committed. A
+        concurrent insert by another replica makes the commit raise IntegrityError: not taken."""
+        now = dt.datetime.now(dt.UTC)
+        lease = session.get(IssuanceLease, scope, with_for_update=True)
+        if lease is None:
+            session.add(IssuanceLease(scope=scope, holder=self.holder, expires_at=self._expiry()))
+        elif lease.expires_at > now:
+            return False
+        else:  # a dead holder's lease
+            lease.holder, lease.expires_at = self.holder, self._expiry()
         return True
 
     def release(self, scope: str) -> None:
-        with self._lock:
-            self._held.discard(scope)
+        self.let_go(scope)
         with self.store.transaction() as session:
-            session.execute(
-                delete(IssuanceLease).where(
-                    IssuanceLease.scope == scope, IssuanceLease.holder == self.holder
-                )
+            self.release_in(session, scope)
+
+    def release_in(self, session: Session, scope: str) -> None:
+        session.execute(
+            delete(IssuanceLease).where(
+                IssuanceLease.scope == scope, IssuanceLease.holder == self.holder
             )
+        )
 
-    def _expiry(self) -> dt.datetime:
-        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.seconds)
-
-    def _hold(self, scope: str) -> None:
+    def hold(self, scope: str) -> None:
+        """Renew the lease of ``scope`` until :meth:`let_go`."""
         with self._lock:
             self._held.add(scope)
             if self._renewer is None or not self._renewer.is_alive():
@@ -87,6 +99,14 @@ class ScopeLease:
                     target=self._renew_while_held, name="lease-renewer", daemon=True
                 )
                 self._renewer.start()
+
+    def let_go(self, scope: str) -> None:
+        """Stop renewing (the row goes with :meth:`release_in`, or lapses by itself)."""
+        with self._lock:
+            self._held.discard(scope)
+
+    def _expiry(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.seconds)
 
     def _renew_while_held(self) -> None:
         while True:
@@ -100,9 +120,7 @@ class ScopeLease:
                     session.execute(
                         update(IssuanceLease)
                         .where(IssuanceLease.holder == self.holder)
-                        .values(
-                            expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.seconds)
-                        )
+                        .values(expires_at=self._expiry())
                     )
             except SQLAlchemyError as exc:  # the store is failing: the next beat tries again
                 log.warning("cannot renew issuance leases: %s", exc)
@@ -128,46 +146,66 @@ class Issuance:
         self.lease_wait_seconds = lease_wait_seconds
 
     def certificate_for(
-        self, box: Box, csr: x509.CertificateSigningRequest
+        self, box: Box, csr: x509.CertificateSigningRequest, record: Record
     ) -> tuple[Certificate, str]:
-        """The certificate and how it came: ``"reused"`` or ``"issued"``."""
+        """The certificate and how it came, ``"reused"`` or ``"issued"``; ``record`` (the audit
+        line, the box seen) is written in the transaction that decides it."""
         fingerprint = pki.key_fingerprint(csr.public_key())  # type: ignore[arg-type]
-        # The first look did not see the box registered; a concurrent request of the same box
-        # may have registered it and issued since: no lease needed to hand that out.
-        if reusable := self._reusable(box.scope, fingerprint):
-            return reusable, "reused"
         deadline = time.monotonic() + self.lease_wait_seconds
         delay = 0.01
-        while not self.lease.acquire(box.scope):
+        while (taken := self._reuse_or_lease(box, fingerprint, record)) is False:
             if time.monotonic() > deadline:
                 raise IssuerUnavailable("another issuance for this box is still running", 10)
+            # Whoever holds the lease is probably issuing what we need: reused once it is done.
             time.sleep(delay + secrets.randbelow(10) / 1000)
             delay = min(delay * 2, 0.25)
-            # Whoever holds the lease is probably issuing exactly what we need.
-            if reusable := self._reusable(box.scope, fingerprint):
-                return reusable, "reused"
+        if isinstance(taken, Certificate):
+            return taken, "reused"
         try:
-            if reusable := self._reusable(box.scope, fingerprint):
-                return reusable, "reused"
-            self._check_budget(box)
-            return self._issue(box, csr, fingerprint), "issued"
+            certificate = self._issue(box, csr, fingerprint)
+            with self.store.transaction() as session:
+                session.add(certificate)
+                self.lease.release_in(session, box.scope)
+                record(session, certificate, "issued")
+        except BaseException:
+            with contextlib.suppress(SQLAlchemyError):  # else it lapses within the lease
+                self.lease.release(box.scope)
+            raise
         finally:
-            self.lease.release(box.scope)
+            self.lease.let_go(box.scope)
+        return certificate, "issued"
 
-    def _reusable(self, scope: str, fingerprint: str) -> Certificate | None:
-        with self.store.transaction() as session:
-            return reusable_in(session, scope, fingerprint)
+    def _reuse_or_lease(self, box: Box, fingerprint: str, record: Record) -> Certificate | bool:
+        """One transaction: the scope's lease, then under it the certificate to hand out again
+        (recorded, the lease given back) if there is one, else the issuance budget (True); False
+        while another holds the lease.
 
-    def _check_budget(self, box: Box) -> None:
-        # Under the scope's lease: one box's requests cannot both pass the count; a
-        # subscription's several boxes may overshoot by the requests in flight at once.
-        with self.store.transaction() as session:
-            slots = box_quota(session, box.subscription_code)
-            throttle.check_budget(session, self.budget, box, slots, dt.datetime.now(dt.UTC))
+        The lease comes first: a holder commits its certificate and the lease's end together, so
+        a lease taken here sees what the holder before it issued (PostgreSQL reads each statement
+        at its own start: a reuse check made before the lease could miss a certificate committed
+        between the two, and issue again). A budget spent raises IssuanceLimited, which rolls the
+        lease back with the rest; under the lease one box's requests cannot both pass the count,
+        a subscription's several boxes may overshoot by the requests in flight at once.
+        """
+        try:
+            with self.store.transaction() as session:
+                if not self.lease.acquire_in(session, box.scope):
+                    return False
+                if reusable := reusable_in(session, box.scope, fingerprint):
+                    self.lease.release_in(session, box.scope)
+                    record(session, reusable, "reused")
+                    return reusable
+                slots = box_quota(session, box.subscription_code)
+                throttle.check_budget(session, self.budget, box, slots, dt.datetime.now(dt.UTC))
+        except IntegrityError:
+            return False  # another replica inserted the lease first
+        self.lease.hold(box.scope)
+        return True
 
     def _issue(
         self, box: Box, csr: x509.CertificateSigningRequest, fingerprint: str
     ) -> Certificate:
+        """The issuer's certificate, not yet stored."""
         started = time.perf_counter()
         try:
             issued = self.issuer.issue(csr, box.scope)
@@ -177,7 +215,7 @@ class Issuance:
             time.perf_counter() - started
         )
         self.metrics.issued.labels(self.issuer.name).inc()
-        record = Certificate(
+        return Certificate(
             box_id=box.box_id,
             scope=box.scope,
             key_fingerprint=fingerprint,
@@ -189,6 +227,3 @@ class Issuance:
             chain_pem=issued.chain_pem,
             renew_after=issued.renew_after,
         )
-        with self.store.transaction() as session:
-            session.add(record)
-        return record

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select, update
 
 from lanlock import errors, names, pki
 from lanlock.cloud import limits
@@ -59,9 +60,17 @@ def unregister(store: Store, box_id: str) -> None:
         session.execute(delete(Box).where(Box.box_id == box_id))
 
 
-def mark_seen(box: Box, request: SignedRequest | None, source: str) -> None:
-    """When and from where the box last asked (its network is one its database works from)."""
-    box.last_seen_at = dt.datetime.now(dt.UTC)
-    box.source_network = limits.network_of(source)
+# When and from where a box last asked (its network is one its database works from): a Core
+# statement, for a session or a connection alike.
+SEEN = update(Box.__table__).where(Box.__table__.c.box_id == bindparam("seen_box_id"))
+
+
+def seen_values(box_id: str, request: SignedRequest | None, source: str) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "seen_box_id": box_id,
+        "last_seen_at": dt.datetime.now(dt.UTC),
+        "source_network": limits.network_of(source),
+    }
     if request and request.address:
-        box.last_address = request.address
+        values["last_address"] = request.address
+    return values

@@ -1,20 +1,21 @@
 """The x509 request (docs/design.md §4-§6): who gets a certificate, and getting it exactly once.
 
-One request, step by step, each step a module of its own:
+Once the request is verified (step 1), the express lane (:mod:`.express`) answers a registered
+box asking again for the certificate it holds, in one transaction, when every later step would
+let it through; everything else goes step by step, each step a module of its own:
 
 1. verify the JWS and its identity (:mod:`.jws`);
 2. remember its nonce, refusing a replay (:mod:`.nonces`);
 3. check eligibility in the documented order, after the failure limits (:mod:`.eligibility`);
 4. check the CSR (:mod:`.csr_policy`);
-5. reuse the certificate the box already has (:mod:`.reuse`): most requests end here;
-6. register the box, taking a quota slot under a lock (:mod:`.registration`);
-7. reuse or issue while holding the scope's lease, within the issuance budget
-   (:mod:`.issuance`);
-8. audit (:mod:`.audit`).
+5. register the box, taking a quota slot under a lock (:mod:`.registration`);
+6. reuse (:mod:`.reuse`) or take the scope's lease within the issuance budget, in one
+   transaction; then issue, and record the certificate, the lease's end and the audit line
+   (:mod:`.audit`) in one more (:mod:`.issuance`).
 
-Steps 2 to 5 share one transaction (the common path costs one round of locking, not four);
-:meth:`X509Service.handle` turns every step's "no" into its answer: a refusal code, or an HTTP
-status with ``Retry-After`` where waiting helps. No exception escapes.
+Steps 2 to 4 share one transaction. :meth:`X509Service.handle` turns every step's "no" into its
+answer: a refusal code, or an HTTP status with ``Retry-After`` where waiting helps. No exception
+escapes.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ from lanlock.cloud.jws import MalformedRequest, SignedRequest, Unauthorized, ver
 from lanlock.cloud.metrics import CloudMetrics
 from lanlock.cloud.models import Box, Certificate
 from lanlock.cloud.refusals import Limited, Refused
-from lanlock.cloud.reuse import reusable_in
 from lanlock.store import Store
 from lanlock.wire import X509Result
 
@@ -173,14 +173,19 @@ class X509Service:
         if box is None or box.subscription_code != request.enterprise_code:
             box, registered_here = registration.register(self.store, request, source)
         csr_policy.check_names_for_ca(csr, box, self.settings.zone, self.issuer.requires_csr_names)
+        box_id = box.box_id
+
+        def record(session: Session, certificate: Certificate, outcome: str) -> None:
+            detail = f"serial {certificate.serial}"
+            session.execute(audit.ADD, audit.values(outcome, None, request, source, detail))
+            session.execute(registration.SEEN, registration.seen_values(box_id, request, source))
+
         try:
-            certificate, outcome = self.issuance.certificate_for(box, csr)
+            certificate, outcome = self.issuance.certificate_for(box, csr, record)
         except (Refused, IssuerUnavailable, throttle.IssuanceLimited):
             if registered_here:
                 registration.unregister(self.store, box.box_id)
             raise
-        serial = f"serial {certificate.serial}"
-        self.audit.write(outcome, None, request, source, serial, seen_box=box.box_id)
         self.metrics.count(outcome)
         return Answer(200, {"result": self._result(certificate, box.scope)})
 
@@ -205,11 +210,12 @@ class X509Service:
     # --- the first look: one transaction for most requests ----------------------------------
 
     def _first_look(self, request: SignedRequest, source: str) -> FirstLook:
-        """Nonce, eligibility, CSR and the reuse rule in one transaction.
+        """Nonce, eligibility and CSR in one transaction.
 
-        Most requests end here: a box asking again (the reuse path) or a refusal. Both are
-        answered and audited in this same transaction. The nonce is kept whatever the verdict: a
-        refused request replayed is refused as a replay.
+        A refusal is answered and audited in this same transaction. The nonce is kept whatever
+        the verdict: a refused request replayed is refused as a replay. (A box asking again for
+        the certificate it holds took the express lane; one that races it into here is handed
+        that certificate under the scope's lease.)
         """
         now = dt.datetime.now(dt.UTC)
         with self.store.transaction() as session:
@@ -226,14 +232,6 @@ class X509Service:
             detail = refusal.detail
             session.add(audit.entry("refused", refusal.code, request, source, detail))
             return FirstLook(answer=self._refusal_answer(refusal))
-        if box is not None and box.subscription_code == request.enterprise_code:
-            fingerprint = pki.key_fingerprint(csr.public_key())  # type: ignore[arg-type]
-            if reusable := reusable_in(session, box.scope, fingerprint):
-                serial = f"serial {reusable.serial}"
-                session.add(audit.entry("reused", None, request, source, serial))
-                registration.mark_seen(box, request, source)
-                self.metrics.count("reused")
-                return FirstLook(answer=Answer(200, {"result": self._result(reusable, box.scope)}))
         return FirstLook(box=box, csr=csr)
 
     def _sweep(self, now: dt.datetime) -> None:
