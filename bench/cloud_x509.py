@@ -150,12 +150,15 @@ def _git_commit() -> str | None:
 
 
 def _proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of one process (all its threads)."""
+    """User + system CPU seconds of a process (all its threads) and its living children (the
+    cloud's workers under ``--workers``)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    own = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return own + sum(_proc_cpu(int(child)) for child in children)
 
 
 def _postgres_cpu() -> float:
@@ -312,14 +315,17 @@ class Cloud:
 
 
 @contextlib.contextmanager
-def running_cloud(store_url: str, data_dir: Path) -> Iterator[Cloud]:
+def running_cloud(
+    store_url: str, data_dir: Path, workers: int = 1, pin: bool = True
+) -> Iterator[Cloud]:
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "cloud.log"
     command = [
         sys.executable, "-m", "lanlock", "cloud", "serve",
         "--store", store_url, "--data", str(data_dir), "--port", str(port),
-        "--zone", ZONE, "--failure-limit", "1000000",
+        "--zone", ZONE, "--failure-limit", "1000000", "--workers", str(workers),
+        "--max-in-flight", "100000",  # measure the path, not the shedding
     ]  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -328,6 +334,7 @@ def running_cloud(store_url: str, data_dir: Path) -> Iterator[Cloud]:
             stderr=subprocess.STDOUT,
             env={**os.environ, "LANLOCK_SECRET_KEY": SECRET, "LANLOCK_CLOUD_METRICS_TOKEN": SECRET},
             start_new_session=True,  # Ctrl-C reaches us; we stop it ourselves, in order
+            preexec_fn=pin_server if pin else None,
         )
     cloud = Cloud(f"http://127.0.0.1:{port}", port, process, log)
     try:
@@ -715,7 +722,7 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix=f"lanlock-bench-{backend}-") as tmp_name,
         fresh_store(backend, Path(tmp_name), args.postgres_url) as store_url,
-        running_cloud(store_url, Path(tmp_name) / "data") as cloud,
+        running_cloud(store_url, Path(tmp_name) / "data", args.workers, args.pin) as cloud,
     ):
         result["server"] = {"pid": cloud.process.pid, **cloud.loaded_modules()}
         say(f"[{backend}] cloud on {cloud.url} (pid {cloud.process.pid}), {result['server']}")
@@ -729,6 +736,8 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             made += count
             return batch
 
+        if "reference" in phases:
+            result["reference"] = reference_phase(boxes(1)[0].body(), args)
         if "reuse" in phases:
             result["reuse"] = reuse_phase(cloud, host, port, boxes(args.reuse_boxes), args)
         if "issue" in phases:
@@ -744,6 +753,77 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             else (f"exited {cloud.process.returncode}")
         )
     return result
+
+
+def pin_server() -> None:
+    """The server on the first core (the client takes the second): one core each, as the
+    issue's figures compare them."""
+    if len(os.sched_getaffinity(0)) >= 2:
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+
+
+def pin_client() -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) >= 2:
+        os.sched_setaffinity(0, set(cores[1:]))
+
+
+@contextlib.contextmanager
+def running_bare_app() -> Iterator[Cloud]:
+    """bench/bare_json_app.py under uvicorn as ``lanlock cloud serve`` runs (uvloop, httptools,
+    no access log, no Server header), pinned like the cloud."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "uvicorn", "bench.bare_json_app:app", "--port", str(port),
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--no-server-header",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=ROOT, start_new_session=True, preexec_fn=pin_server,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    bare = Cloud(f"http://127.0.0.1:{port}", port, process, Path(os.devnull))
+    try:
+        deadline = time.monotonic() + 30
+        while not _answers(bare.url):
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the bare Starlette reference did not start")
+            time.sleep(0.1)
+        yield bare
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.post(url + "/iot/x509", content=b"{}", timeout=1)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def reference_phase(body: bytes, args: argparse.Namespace) -> dict[str, Any]:
+    """The bare endpoint's rate with the same client, concurrency and body size."""
+    with running_bare_app() as bare:
+        count = 400_000
+        say("  reference: a bare Starlette JSON endpoint, same uvicorn settings")
+        run_async(closed_loop("127.0.0.1", bare.port, [body] * 2000, 32, 5, args.timeout, "raw"))
+        meter = CpuMeter(bare.process.pid)
+        meter.start()
+        outcome, wall = run_async(
+            closed_loop(
+                "127.0.0.1", bare.port, [body] * count, args.concurrency, args.duration,
+                args.timeout, args.client,
+            )
+        )  # fmt: skip
+        cpu = meter.stop()
+    figures = summarise(outcome, wall)
+    add_cpu(figures, cpu)
+    figures["client_cpu_ms_per_request"] = (
+        round(cpu["client_cpu_pct"] * wall * 10 / outcome.sent, 3) if outcome.sent else None
+    )
+    return figures
 
 
 def _sign_all(items: list[Box]) -> tuple[list[bytes], float]:
@@ -890,7 +970,7 @@ def table(report: dict[str, Any]) -> str:
         f"{'backend':<9}{'phase':<7}" + "".join(f"{h:>{w}}" for h, _, w in COLUMNS),
     ]
     for result in report["results"]:
-        for phase in ("reuse", "issue", "herd"):
+        for phase in ("reference", "reuse", "issue", "herd"):
             f = result.get(phase)
             if f:
                 lines.append(
@@ -906,11 +986,11 @@ def table(report: dict[str, Any]) -> str:
             f"{result['background_cpu_pct_before']}% of a core before; calibration "
             f"{result['calibration_ms_before']} → {result.get('calibration_ms_after')} ms"
         )
-        for phase in ("reuse", "issue", "herd"):
+        for phase in ("reference", "reuse", "issue", "herd"):
             f = result.get(phase)
             if not f:
                 continue
-            notes = [f"server outcomes {f['server_outcomes']}"]
+            notes = [f"server outcomes {f.get('server_outcomes', 'not counted')}"]
             if f["errors_by_kind"]:
                 notes.append(f"errors {f['errors_by_kind']}")
             if phase == "herd":
@@ -922,9 +1002,13 @@ def table(report: dict[str, Any]) -> str:
                 notes.append(f"ok/s per 10 s window {f['ok_per_s_by_10s']}")
             elif f.get("bodies_exhausted"):
                 notes.append("ran out of pre-signed bodies before --duration")
-            if phase == "reuse" and f.get("client_cpu_ms_per_request") is not None:
+            if f.get("client_cpu_ms_per_request") is not None:
                 notes.append(f"client CPU {f['client_cpu_ms_per_request']} ms/request")
-            lines.append(f"  {phase}: " + "; ".join(notes))
+            if phase in ("reuse", "issue") and result.get("reference"):
+                bare = result["reference"].get("ok_per_s") or 0
+                share = 100 * (f.get("ok_per_s") or 0) / bare if bare else None
+                notes.append(f"{share:.1f} % of the bare endpoint's rate" if share else "")
+            lines.append(f"  {phase}: " + "; ".join(n for n in notes if n))
     lines.append(
         "cpu ms/ok: the cloud's CPU per certificate answered. cloud%, pg%, client%, other%: "
         "percent of one core used by the cloud, PostgreSQL, this load generator and everything "
@@ -965,7 +1049,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw")
-    parser.add_argument("--phases", default="reuse,issue,herd")
+    parser.add_argument("--phases", default="reference,reuse,issue,herd")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="the cloud's --workers (the paths: one process)"
+    )
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the cloud and this client run on any core (a herd with --workers 2); by "
+        "default the cloud and the reference server run on the first core, this client on the rest",
+    )
     parser.add_argument(
         "--wait-quiet",
         type=float,
@@ -977,7 +1071,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.customers < 1 or args.herd < 0 or args.herd_seconds <= 0 or args.concurrency < 1:
         parser.error("--customers, --concurrency ≥ 1; --herd ≥ 0; --herd-seconds > 0")
-    unknown = set(args.phases.split(",")) - {"reuse", "issue", "herd"}
+    unknown = set(args.phases.split(",")) - {"reference", "reuse", "issue", "herd"}
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
     return args
@@ -1010,6 +1104,8 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "results": [],
     }
+    if args.pin:
+        pin_client()  # after the machine's record: it counts every core
     try:
         for backend in backends:
             say(f"[{backend}] starting")

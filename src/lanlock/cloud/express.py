@@ -22,27 +22,26 @@ import datetime as dt
 import hmac
 
 from cryptography import x509
-from sqlalchemy import Connection, Row, bindparam, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Row, bindparam, func, select
 
 from lanlock import names, pki
-from lanlock.cloud import audit, csr_policy, registration
-from lanlock.cloud.jws import SignedRequest, Unauthorized
+from lanlock.cloud import audit, csr_policy, nonces, registration
+from lanlock.cloud.jws import SignedRequest
 from lanlock.cloud.models import (
     IOT_BOX_PRODUCT,
     Box,
     Certificate,
     Database,
-    SeenNonce,
     Subscription,
     SubscriptionLine,
 )
-from lanlock.cloud.nonces import NONCE_TTL
 from lanlock.cloud.reuse import still_good
 
 boxes, certificates = Box.__table__, Certificate.__table__
 lines = SubscriptionLine.__table__
 
+# Built once, like every statement here: a statement object keeps its compiled form's cache key,
+# so each execution skips building and keying it again (about half of Core's cost here).
 QUOTA = (
     select(func.coalesce(func.sum(lines.c.quantity), 0))
     .where(lines.c.subscription_code == boxes.c.subscription_code)
@@ -79,9 +78,6 @@ NEWEST_CERTIFICATE = (
     .order_by(certificates.c.not_after.desc())
     .limit(1)
 )
-# Built once: a statement object keeps its compiled form's cache key, so each execution skips
-# building and keying it again (about half of Core's cost per statement here).
-ADD_NONCE = insert(SeenNonce.__table__)
 
 
 def reused_certificate(
@@ -107,7 +103,7 @@ def reused_certificate(
     ).first()
     if certificate is None or not still_good(certificate, now):
         return None
-    _remember_nonce(conn, request.nonce, now)
+    nonces.remember(conn, request.nonce, now)
     detail = f"serial {certificate.serial}"
     conn.execute(audit.ADD, audit.values("reused", None, request, source, detail))
     conn.execute(registration.SEEN, registration.seen_values(request.box_id, request, source))
@@ -123,10 +119,3 @@ def _eligible(box: Row, request: SignedRequest) -> bool:
         and box.quota > 0
         and box.state == "active"
     )
-
-
-def _remember_nonce(conn: Connection, nonce: str, now: dt.datetime) -> None:
-    try:
-        conn.execute(ADD_NONCE, {"nonce": nonce, "expires_at": now + NONCE_TTL})
-    except IntegrityError:
-        raise Unauthorized("this nonce was seen before: each request needs a new one") from None

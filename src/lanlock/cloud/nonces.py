@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import delete
+from sqlalchemy import Connection, delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,12 +19,14 @@ from lanlock.cloud.models import SeenNonce
 NONCE_TTL = dt.timedelta(seconds=2 * IAT_WINDOW_SECONDS + 60)
 
 
-def remember(session: Session, nonce: str, now: dt.datetime) -> None:
+ADD = insert(SeenNonce.__table__)  # Core, built once: every request writes one
+
+
+def remember(session: Session | Connection, nonce: str, now: dt.datetime) -> None:
     """Keep the nonce in this transaction; Unauthorized if it was seen before (the transaction
     is then lost, as it must be: nothing a replay asked for is done)."""
-    session.add(SeenNonce(nonce=nonce, expires_at=now + NONCE_TTL))
     try:
-        session.flush()
+        session.execute(ADD, {"nonce": nonce, "expires_at": now + NONCE_TTL})
     except IntegrityError:
         raise Unauthorized("this nonce was seen before: each request needs a new one") from None
 
