@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lanlock import defaults
 from lanlock.cloud import admin, authority
-from lanlock.cloud.app import MAX_IN_FLIGHT
+from lanlock.cloud.app import MAX_IN_FLIGHT, THREADS
 from lanlock.cloud.authority import AuthorityError
 from lanlock.cloud.secret import SecretKeyError, load_or_create_secret
 from lanlock.cloud.server import CloudSettings, PortInUse, open_store
@@ -192,6 +192,14 @@ def cloud() -> None:
     show_default=True,
     help="x509 requests a worker works on at once; past that it answers 503 with a "
     "Retry-After spread over 10 s at once instead of queueing",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 64),
+    default=THREADS,
+    show_default=True,
+    help="of a worker's requests in progress, how many do their blocking work at once "
+    "(a worker is one core: more threads only fight over it)",
 )
 def serve(
     data: Path | None, store: str | None, tls_cert: Path | None, tls_key: Path | None, **kw: Any

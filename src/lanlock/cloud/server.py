@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lanlock import defaults, names
-from lanlock.cloud.app import MAX_IN_FLIGHT, Admission, create_app
+from lanlock.cloud.app import MAX_IN_FLIGHT, THREADS, Admission, create_app
 from lanlock.cloud.authority import load_or_create_authority
 from lanlock.cloud.issuers import Issuer
 from lanlock.cloud.issuers.acme import AcmeIssuer, AcmeSettings
@@ -65,6 +65,7 @@ class CloudSettings:
     audit_days: float = X509Settings.audit_days
     workers: int = 0  # 0: one per core
     max_in_flight: int = MAX_IN_FLIGHT
+    threads: int = THREADS
 
     @property
     def store(self) -> str:
@@ -157,7 +158,10 @@ def run_worker(settings: CloudSettings, sock: socket.socket | None = None) -> No
         stop_when_orphaned()
     service = build_service(settings)
     app = create_app(
-        service, settings.metrics_token, settings.trusted_proxy, Admission(settings.max_in_flight)
+        service,
+        settings.metrics_token,
+        settings.trusted_proxy,
+        Admission(settings.max_in_flight, settings.threads),
     )
     run_server(app, settings.host, settings.port, settings.tls_cert, settings.tls_key, sock)
 
