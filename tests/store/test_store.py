@@ -342,3 +342,52 @@ def test_replicas_starting_at_once_agree_on_one_authority(store_url):
         )
     finally:
         store.dispose()
+
+
+def test_certificates_of_an_older_store_get_their_subscription_at_0007(store_url):
+    """The budget counts a subscription's certificates by the subscription they were issued
+    under: those issued before 0007 are given their box's."""
+    from alembic import command
+
+    store = cloud_store(store_url, pool_size=1)
+    try:
+        with store.engine.connect() as conn:
+            config = alembic_config(SCHEMA)
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0006")
+            conn.commit()
+            conn.execute(
+                text(
+                    "INSERT INTO databases (uuid, name, kind, created_at) "
+                    "VALUES ('db', '', 'production', CURRENT_TIMESTAMP)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO subscriptions (code, database_uuid, state, created_at) "
+                    "VALUES ('SUB', 'db', 'in_progress', CURRENT_TIMESTAMP)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO boxes (box_id, device_key_der, scope, database_uuid, "
+                    "subscription_code, state, created_at, last_seen_at) VALUES ('b', :der, "
+                    "'s', 'db', 'SUB', 'active', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"der": b"key"},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO certificates (box_id, scope, key_fingerprint, serial, issuer, "
+                    "not_before, not_after, x509_pem, chain_pem, created_at) VALUES ('b', 's', "
+                    "'f', '1', 'local', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, '', '', "
+                    "CURRENT_TIMESTAMP)"
+                )
+            )
+            conn.commit()
+        store.migrate()
+        with store.engine.connect() as conn:
+            codes = conn.execute(text("SELECT subscription_code FROM certificates")).scalars()
+            assert list(codes) == ["SUB"]
+    finally:
+        store.dispose()

@@ -217,6 +217,7 @@ class Issuance:
         self.metrics.issued.labels(self.issuer.name).inc()
         return Certificate(
             box_id=box.box_id,
+            subscription_code=box.subscription_code,
             scope=box.scope,
             key_fingerprint=fingerprint,
             serial=format(issued.leaf.serial_number, "x"),

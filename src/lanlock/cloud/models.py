@@ -84,7 +84,10 @@ class Box(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    __table_args__ = (Index("ix_boxes_database_network", "database_uuid", "source_network"),)
+    __table_args__ = (
+        Index("ix_boxes_database_network", "database_uuid", "source_network"),
+        Index("ix_boxes_subscription_state", "subscription_code", "state"),  # the quota's count
+    )
 
 
 class Certificate(Base):
@@ -104,10 +107,14 @@ class Certificate(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     # When the CA's renewal information (ACME ARI) says to renew; None: at 2/3 of the lifetime.
     renew_after: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The subscription it was issued under: the subscription's issuance budget counts by it.
+    subscription_code: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
     __table_args__ = (
         Index("ix_certificates_scope_key", "scope", "key_fingerprint"),
-        Index("ix_certificates_box_created", "box_id", "created_at"),  # the issuance budget
+        # the issuance budget, per box and per subscription
+        Index("ix_certificates_box_created", "box_id", "created_at"),
+        Index("ix_certificates_subscription_created", "subscription_code", "created_at"),
     )
 
 

@@ -61,9 +61,10 @@ def check_budget(
         )
     allowed = budget.per_box_slot * box_slots
     count, oldest = session.execute(
-        select(func.count(), func.min(Certificate.created_at))
-        .join(Box, Box.box_id == Certificate.box_id)
-        .where(Box.subscription_code == box.subscription_code, Certificate.created_at > since)
+        select(func.count(), func.min(Certificate.created_at)).where(
+            Certificate.subscription_code == box.subscription_code,
+            Certificate.created_at > since,
+        )
     ).one()
     if count >= allowed:
         raise IssuanceLimited(
