@@ -149,6 +149,13 @@ def _git_commit() -> str | None:
 # --- CPU accounting -----------------------------------------------------------------------------
 
 
+def _cmdline(pid: int | str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _proc_cpu(pid: int) -> float:
     """User + system CPU seconds of a process (all its threads) and its living children (the
     cloud's workers under ``--workers``)."""
@@ -291,9 +298,13 @@ class Cloud:
                 self.process.wait(10)
 
     def loaded_modules(self) -> dict[str, bool]:
-        """What the running server loaded: uvicorn picks uvloop and httptools when present."""
+        """What the running server loaded: uvicorn picks uvloop and httptools when present (in
+        the one process, or under ``--workers`` in its first worker)."""
+        pid = self.process.pid
         try:
-            maps = Path(f"/proc/{self.process.pid}/maps").read_text()
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            server = next((c for c in children if "resource_tracker" not in _cmdline(c)), pid)
+            maps = Path(f"/proc/{server}/maps").read_text()
         except OSError:
             return {}
         return {"uvloop": "/uvloop/loop." in maps, "httptools": "/httptools/" in maps}

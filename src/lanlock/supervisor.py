@@ -27,8 +27,69 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# Several sockets on one port share the load only where the kernel spreads connections and
+# datagrams over them (Linux's SO_REUSEPORT, by the client's address and port); on macOS and the
+# BSDs the last socket bound gets everything.
+SPREADS_OVER_SOCKETS = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
+UDP_BUFFER = 4 << 20  # absorbs bursts; the kernel caps it at net.core.rmem_max
 MAX_RESTARTS = 10  # worker deaths tolerated within RESTART_WINDOW; past that the parent exits
 RESTART_WINDOW = 60.0
+
+
+class PortInUse(OSError):
+    """The address and port cannot be bound; the message says which."""
+
+
+def bind_per_worker(
+    host: str, port: int, count: int, kinds: Sequence[int], backlog: int
+) -> list[tuple[socket.socket, ...]]:
+    """``count`` groups of sockets, one of each of ``kinds`` (``SOCK_DGRAM``, ``SOCK_STREAM``),
+    all on one address and port: one group per worker, so that the kernel spreads the load over
+    the workers (SO_REUSEPORT) and a restarted worker takes over its own sockets."""
+    opened: list[socket.socket] = []
+    try:
+        family = socket.getaddrinfo(host, port, type=kinds[0])[0][0]
+        shared = count > 1
+        if shared:
+            _check_free(family, kinds, host, port)
+        for _ in range(count):
+            for kind in kinds:
+                sock = _bound(family, kind, host, port, shared)
+                opened.append(sock)
+                port = sock.getsockname()[1]  # a port of 0 becomes the one the system chose
+                if kind == socket.SOCK_STREAM:
+                    sock.listen(backlog)
+    except OSError as exc:
+        for sock in opened:
+            sock.close()
+        raise PortInUse(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from exc
+    return [tuple(opened[i : i + len(kinds)]) for i in range(0, len(opened), len(kinds))]
+
+
+def _check_free(family: int, kinds: Sequence[int], host: str, port: int) -> None:
+    """Fail if anything listens already: with SO_REUSEPORT, a second server of the same user
+    would otherwise quietly share the port with the first, each getting half of the load."""
+    for kind in kinds:
+        with _bound(family, kind, host, port, shared=False):
+            pass
+
+
+def _bound(family: int, kind: int, host: str, port: int, shared: bool) -> socket.socket:
+    sock = socket.socket(family, kind)
+    try:
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if kind == socket.SOCK_STREAM and os.name == "posix":
+            # Restart at once despite connections in TIME_WAIT (on Windows this option would
+            # let another program take the port: it is left off there).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if kind == socket.SOCK_DGRAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def usable_cores() -> int:

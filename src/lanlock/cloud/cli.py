@@ -14,7 +14,7 @@ from lanlock.cloud import admin, authority
 from lanlock.cloud.app import MAX_IN_FLIGHT, THREADS
 from lanlock.cloud.authority import AuthorityError
 from lanlock.cloud.secret import SecretKeyError, load_or_create_secret
-from lanlock.cloud.server import CloudSettings, PortInUse, open_store
+from lanlock.cloud.server import CloudSettings, open_store
 from lanlock.cloud.throttle import IssuanceBudget
 from lanlock.config import (
     RoleGroup,
@@ -25,6 +25,7 @@ from lanlock.config import (
 )
 from lanlock.names import InvalidName
 from lanlock.store import StoreConfigError
+from lanlock.supervisor import PortInUse
 
 
 def store_options(command: Any) -> Any:

@@ -21,6 +21,7 @@ from lanlock.dns.zone import (
     parse_nameserver,
 )
 from lanlock.store import StoreConfigError
+from lanlock.supervisor import PortInUse
 
 TCP_DEFAULTS = TcpLimits()
 
@@ -186,7 +187,7 @@ def serve(
     )
     try:
         status = server.serve(settings)
-    except server.PortInUse as exc:
+    except PortInUse as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(status)
 

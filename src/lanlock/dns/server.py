@@ -15,26 +15,23 @@ how the server uses every core.
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import sys
 from dataclasses import dataclass
 
 from lanlock import defaults
 from lanlock.dns.challenges import check_schema
 from lanlock.dns.worker import WorkerSettings, configure_logging, run_worker
 from lanlock.dns.zone import Zone
-from lanlock.supervisor import Supervisor, usable_cores
+from lanlock.supervisor import (
+    SPREADS_OVER_SOCKETS,
+    Supervisor,
+    bind_per_worker,
+    usable_cores,
+)
 
 log = logging.getLogger(__name__)
 
-_UDP_BUFFER = 4 << 20  # absorbs bursts; the kernel caps it at net.core.rmem_max
 _TCP_BACKLOG = 128
-SPREADS_OVER_SOCKETS = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
-
-
-class PortInUse(OSError):
-    """The address and port cannot be bound; the message says which."""
 
 
 @dataclass(frozen=True)
@@ -94,45 +91,5 @@ def warn_if_one_host_can_hold_all_tcp(settings: WorkerSettings) -> None:
 
 def bind_sockets(host: str, port: int, count: int) -> list[tuple[socket.socket, socket.socket]]:
     """``count`` pairs of (UDP, listening TCP) sockets on one address and port."""
-    opened: list[socket.socket] = []
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][0]
-        shared = count > 1
-        if shared:
-            _check_free(family, host, port)
-        for _ in range(count):
-            opened.append(_bound(family, socket.SOCK_DGRAM, host, port, shared))
-            port = opened[-1].getsockname()[1]  # a port of 0 becomes the one the system chose
-            opened.append(_bound(family, socket.SOCK_STREAM, host, port, shared))
-            opened[-1].listen(_TCP_BACKLOG)
-    except OSError as exc:
-        for sock in opened:
-            sock.close()
-        raise PortInUse(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from exc
-    return list(zip(opened[::2], opened[1::2], strict=True))
-
-
-def _check_free(family: int, host: str, port: int) -> None:
-    """Fail if anything listens already: with SO_REUSEPORT, a second server of the same user
-    would otherwise quietly share the port with the first, each getting half of the queries."""
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with _bound(family, kind, host, port, shared=False):
-            pass
-
-
-def _bound(family: int, kind: int, host: str, port: int, shared: bool) -> socket.socket:
-    sock = socket.socket(family, kind)
-    try:
-        if shared:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if kind == socket.SOCK_STREAM and os.name == "posix":
-            # Restart at once despite connections in TIME_WAIT (on Windows this option would
-            # let another program take the port: it is left off there).
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if kind == socket.SOCK_DGRAM:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_BUFFER)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    kinds = (socket.SOCK_DGRAM, socket.SOCK_STREAM)
+    return bind_per_worker(host, port, count, kinds, _TCP_BACKLOG)  # type: ignore[return-value]
