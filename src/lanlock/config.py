@@ -22,6 +22,7 @@ option of a role its variable when the role is loaded.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import json
 import os
@@ -90,7 +91,7 @@ UNSCOPED_OPTIONS: dict[str, tuple[str, ...]] = {
             "failure-window",
             "issuance-window",
             "issuer",
-            "lifetime-days",
+            "lifetime",
             "metrics-token",
             "subscription-issuance-factor",
             "trusted-proxy",
@@ -116,6 +117,40 @@ UNSCOPED_OPTIONS: dict[str, tuple[str, ...]] = {
         ("dns",),
     ),
 }
+
+
+DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+class Duration(click.ParamType):
+    """A length of time with its unit — ``90d``, ``36h``, ``10m``, ``45s`` — as a timedelta,
+    between ``least`` and ``most``. A unit is required: a bare number would be days to one
+    reader and seconds to another."""
+
+    name = "duration"
+
+    def __init__(self, least: dt.timedelta, most: dt.timedelta) -> None:
+        self.least, self.most = least, most
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, dt.timedelta):
+            return value
+        text = str(value).strip().lower()
+        number, unit = text[:-1], text[-1:]
+        if unit not in DURATION_UNITS or not number.replace(".", "", 1).isdigit():
+            self.fail(f"{value!r} is not a duration: give a number and a unit, like 90d, 36h, 10m")
+        duration = dt.timedelta(**{DURATION_UNITS[unit]: float(number)})
+        if not self.least <= duration <= self.most:
+            self.fail(f"{value} is outside {_shown(self.least)} to {_shown(self.most)}")
+        return duration
+
+
+def _shown(duration: dt.timedelta) -> str:
+    seconds = int(duration.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 class ConfigError(click.ClickException):

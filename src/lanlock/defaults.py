@@ -16,6 +16,10 @@ ZONE = "iot.localhost"  # *.localhost resolves to loopback in browsers: no DNS s
 CLOUD_PORT = 8700
 CLOUD_URL = f"http://{LOOPBACK}:{CLOUD_PORT}"
 ISSUER = "local"  # the embedded CA
+# The embedded CA's leaf lifetime: 90 days, what Let's Encrypt's default profile issues today and
+# within the CA/Browser Forum's caps for public CAs (200 days from 2026-03-15, 100 from
+# 2027-03-15, 47 from 2029-03-15: ballot SC-081). Boxes renew at two thirds of any lifetime (at
+# most ten days before the end), so `--lifetime 47d` or `6d` need nothing else.
 CERTIFICATE_LIFETIME_DAYS = 90
 FAILURE_LIMIT = 10  # failed credential attempts per source / database before 429
 FAILURE_WINDOW = 60.0  # seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from lanlock.cloud.secret import SecretKeyError, load_or_create_secret
 from lanlock.cloud.server import CloudSettings, open_store
 from lanlock.cloud.throttle import IssuanceBudget
 from lanlock.config import (
+    Duration,
     RoleGroup,
     default_data_dir,
     emit,
@@ -93,11 +95,12 @@ def cloud() -> None:
     help="the private key of --tls-cert (PEM)",
 )
 @click.option(
-    "--lifetime-days",
-    type=click.IntRange(1, 397),
-    default=defaults.CERTIFICATE_LIFETIME_DAYS,
+    "--lifetime",
+    type=Duration(dt.timedelta(minutes=1), dt.timedelta(days=397)),
+    default=f"{defaults.CERTIFICATE_LIFETIME_DAYS}d",
     show_default=True,
-    help="lifetime of certificates from the embedded CA",
+    help="lifetime of certificates from the embedded CA, like 90d, 47d, 6d or 10m (boxes "
+    "renew at two thirds of it)",
 )
 @click.option(
     "--failure-limit",

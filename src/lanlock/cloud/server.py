@@ -52,7 +52,7 @@ class CloudSettings:
     zone: str = defaults.ZONE
     host: str = defaults.LOOPBACK
     port: int = defaults.CLOUD_PORT
-    lifetime_days: int = defaults.CERTIFICATE_LIFETIME_DAYS
+    lifetime: dt.timedelta = dt.timedelta(days=defaults.CERTIFICATE_LIFETIME_DAYS)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     failure_limit: int = defaults.FAILURE_LIMIT
@@ -130,7 +130,7 @@ def make_issuer(
             metrics,
         )
     ca = load_or_create_authority(store, zone, secret)
-    return LocalIssuer(ca, zone, dt.timedelta(days=settings.lifetime_days))
+    return LocalIssuer(ca, zone, settings.lifetime)
 
 
 def serve(settings: CloudSettings) -> None:
