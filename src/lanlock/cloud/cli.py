@@ -14,6 +14,7 @@ from lanlock import defaults
 from lanlock.cloud import admin, authority
 from lanlock.cloud.app import MAX_IN_FLIGHT, THREADS
 from lanlock.cloud.authority import AuthorityError
+from lanlock.cloud.issuers.acme import ProfileUnknown
 from lanlock.cloud.secret import SecretKeyError, load_or_create_secret
 from lanlock.cloud.server import CloudSettings, open_store
 from lanlock.cloud.throttle import IssuanceBudget
@@ -56,6 +57,7 @@ def settings_from(data: Path | None, store: str | None, **kw: Any) -> CloudSetti
         admin.AdminError,
         SecretKeyError,
         AuthorityError,
+        ProfileUnknown,
         InvalidName,
         StoreConfigError,
         PortInUse,
@@ -131,6 +133,13 @@ def cloud() -> None:
     help="CA bundle for the ACME CA's HTTPS [default: system store]",
 )
 @click.option("--acme-email", default=None, help="contact address of the ACME account")
+@click.option(
+    "--acme-profile",
+    default=None,
+    metavar="NAME",
+    help="the ACME profile to order certificates under (e.g. Let's Encrypt's shortlived or "
+    "tlsserver); refused at start unless the CA's directory offers it [default: the CA's own]",
+)
 @click.option(
     "--zone-dns",
     multiple=True,

@@ -24,7 +24,7 @@ from lanlock import defaults, names
 from lanlock.cloud.app import MAX_IN_FLIGHT, THREADS, Admission, create_app
 from lanlock.cloud.authority import load_or_create_authority
 from lanlock.cloud.issuers import Issuer
-from lanlock.cloud.issuers.acme import AcmeIssuer, AcmeSettings
+from lanlock.cloud.issuers.acme import AcmeIssuer, AcmeSettings, check_profile
 from lanlock.cloud.issuers.local import LocalIssuer
 from lanlock.cloud.metrics import CloudMetrics
 from lanlock.cloud.models import cloud_store
@@ -61,6 +61,7 @@ class CloudSettings:
     acme_directory: str | None = None
     acme_ca_bundle: str | None = None
     acme_email: str | None = None
+    acme_profile: str | None = None
     zone_dns: tuple[tuple[str, int], ...] = ()
     lease_seconds: float = defaults.LEASE_SECONDS
     metrics_token: str | None = None
@@ -115,26 +116,27 @@ def make_issuer(
     settings: CloudSettings, store: Store, zone: str, secret: bytes, metrics: CloudMetrics
 ) -> Issuer:
     if settings.issuer == "acme":
-        if not settings.acme_directory:
-            raise ValueError("--issuer acme needs --acme-directory URL (the CA's directory)")
-        return AcmeIssuer(
-            store,
-            AcmeSettings(
-                directory_url=settings.acme_directory,
-                zone_dns=settings.zone_dns,
-                ca_bundle=settings.acme_ca_bundle,
-                email=settings.acme_email,
-            ),
-            secret,
-            zone,
-            metrics,
-        )
+        return AcmeIssuer(store, acme_settings(settings), secret, zone, metrics)
     ca = load_or_create_authority(store, zone, secret)
     return LocalIssuer(ca, zone, settings.lifetime)
 
 
+def acme_settings(settings: CloudSettings) -> AcmeSettings:
+    if not settings.acme_directory:
+        raise ValueError("--issuer acme needs --acme-directory URL (the CA's directory)")
+    return AcmeSettings(
+        directory_url=settings.acme_directory,
+        zone_dns=settings.zone_dns,
+        ca_bundle=settings.acme_ca_bundle,
+        email=settings.acme_email,
+        profile=settings.acme_profile,
+    )
+
+
 def serve(settings: CloudSettings) -> None:
     """Serve until SIGTERM or SIGINT, in one process or under a supervisor of ``workers``."""
+    if settings.issuer == "acme":
+        check_profile(acme_settings(settings))  # before anything starts
     count = settings.workers or usable_cores()
     if count == 1:
         run_worker(settings)

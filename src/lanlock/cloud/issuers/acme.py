@@ -60,11 +60,62 @@ class AcmeSettings:
     zone_dns: Sequence[tuple[str, int]] = ()  # empty: the zone's NS, looked up
     ca_bundle: str | None = None
     email: str | None = None
+    profile: str | None = None  # one the directory offers (draft-ietf-acme-profiles)
     poll_interval: float = 0.25
     order_timeout: float = 120.0
     visibility_timeout: float = 15.0
     bad_nonce_retries: int = 10
     dns_timeout: float = 2.0
+
+
+class ProfileUnknown(ValueError):
+    """``--acme-profile`` names a profile the CA does not offer; the message lists those it does."""
+
+
+def chosen_profile(directory: messages.Directory, wanted: str | None, url: str) -> str | None:
+    """The profile to send in newOrder: ``wanted``, when the CA's directory offers it.
+
+    A CA that offers none gets no profile field at all (RFC 8555 servers ignore unknown fields,
+    but a CA without profiles would silently issue its default, not what the operator asked for):
+    asking for one there is refused.
+    """
+    if wanted is None:
+        return None
+    offered = dict(getattr(directory.meta, "profiles", None) or {})
+    if wanted in offered:
+        return wanted
+    if not offered:
+        raise ProfileUnknown(
+            f"the ACME CA at {url} offers no profiles (its directory has no meta.profiles); "
+            "start without --acme-profile"
+        )
+    listed = "; ".join(f"{name} ({offered[name]})" for name in sorted(offered))
+    raise ProfileUnknown(f"the ACME CA at {url} offers no profile {wanted!r}; it offers: {listed}")
+
+
+def fetch_directory(settings: AcmeSettings) -> messages.Directory:
+    """The CA's directory, as it sends it (no account needed)."""
+    response = requests.get(
+        settings.directory_url,
+        verify=settings.ca_bundle or True,
+        timeout=10,
+        headers={"User-Agent": USER_AGENT},
+    )
+    response.raise_for_status()
+    return messages.Directory.from_json(response.json())
+
+
+def check_profile(settings: AcmeSettings) -> None:
+    """At start: refuse a profile the CA does not offer (ProfileUnknown). A CA out of reach now
+    is only logged: the first order checks again."""
+    if settings.profile is None:
+        return
+    try:
+        directory = fetch_directory(settings)
+    except (requests.RequestException, ValueError) as exc:
+        log.warning("cannot read the ACME directory to check --acme-profile yet: %s", exc)
+        return
+    chosen_profile(directory, settings.profile, settings.directory_url)
 
 
 class PatientNetwork(client.ClientNetwork):
@@ -116,6 +167,7 @@ class AcmeIssuer:
         self.zone = zone
         self._client: client.ClientV2 | None = None
         self._client_lock = threading.Lock()
+        self._profile: str | None = None
 
     # --- the order ---------------------------------------------------------------------------
 
@@ -161,7 +213,7 @@ class AcmeIssuer:
         new_nonce = acme.directory["newNonce"]
         response = acme.net.post(
             acme.directory["newOrder"],
-            messages.NewOrder(identifiers=identifiers),
+            messages.NewOrder(identifiers=identifiers, profile=self._profile),
             new_nonce_url=new_nonce,
         )
         body = messages.Order.from_json(response.json())
@@ -331,6 +383,12 @@ class AcmeIssuer:
             on_bad_nonce=self.metrics.bad_nonce_retries.inc,
         )
         directory = client.ClientV2.get_directory(self.settings.directory_url, net)
+        try:
+            self._profile = chosen_profile(
+                directory, self.settings.profile, self.settings.directory_url
+            )
+        except ProfileUnknown as exc:  # the CA changed its profiles since the cloud started
+            raise IssuanceError(str(exc)) from None
         acme = client.ClientV2(directory, net)
         registration = messages.NewRegistration.from_data(
             email=self.settings.email, terms_of_service_agreed=True
