@@ -82,6 +82,9 @@ class X509Result:
     scope: str
     zone: str
     not_after: str  # ISO 8601, UTC
+    # ISO 8601, UTC: when the box should renew this certificate (lanlock.renewal); absent from
+    # clouds before it, and then the box keeps to its own rule.
+    renew_at: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -91,10 +94,14 @@ class X509Result:
         """The result, or None when it lacks a field or a field is not text."""
         if not isinstance(result, dict):
             return None
-        fields = [field.name for field in dataclasses.fields(cls)]
-        if not all(isinstance(result.get(name), str) for name in fields):
+        required = [f.name for f in dataclasses.fields(cls) if f.name != "renew_at"]
+        if not all(isinstance(result.get(name), str) for name in required):
             return None
-        return cls(**{name: result[name] for name in fields})
+        renew_at = result.get("renew_at")
+        return cls(
+            **{name: result[name] for name in required},
+            renew_at=renew_at if isinstance(renew_at, str) else None,
+        )
 
 
 def _is_utf8(text: str) -> bool:

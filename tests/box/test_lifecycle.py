@@ -377,3 +377,28 @@ def test_a_certificate_of_any_lifetime_is_renewed_at_two_thirds_of_it(lifetime, 
     renewal = CertificateManager._renewal_time(leaf)
     start = leaf.not_valid_before_utc
     assert abs(renewal - (start + renew_at)) < dt.timedelta(minutes=10), renewal - start
+
+
+def test_the_box_renews_when_the_cloud_said_for_that_certificate():
+    """The cloud's time (its rule, or the CA's renewal information) wins; a time in the past
+    means now; a far-off time is bounded by the last tenth of the lifetime; a time given for
+    another certificate is ignored."""
+    ca = pki.CertificateAuthority.create("iot.test")
+    leaf = ca.issue(pki.new_private_key().public_key(), ["a.iot.test"], dt.timedelta(days=90))
+    start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+    serial = format(leaf.serial_number, "x")
+
+    def due(renew_at: dt.datetime | None, for_serial: str = serial) -> dt.datetime:
+        config = BoxConfig(
+            renew_at=renew_at.isoformat() if renew_at else None, renew_at_serial=for_serial
+        )
+        return CertificateManager._due(leaf, config)
+
+    later = start + dt.timedelta(days=70)  # ARI's window, later than two thirds
+    assert due(later) == later
+    yesterday = pki.utcnow() - dt.timedelta(days=1)
+    assert due(yesterday) == yesterday  # due now
+    assert due(end + dt.timedelta(days=5)) == start + (end - start) * 0.9
+    own = CertificateManager._renewal_time(leaf)
+    assert due(later, for_serial="0") == own
+    assert due(None) == own

@@ -47,3 +47,18 @@ def test_ten_minute_certificates_are_issued_for_ten_minutes(tmp_path):
         leaf = x509.load_pem_x509_certificate(answer.result.x509_pem.encode())
         left = leaf.not_valid_after_utc - asked
         assert dt.timedelta(minutes=9, seconds=50) < left < dt.timedelta(minutes=10, seconds=10)
+
+
+def test_the_answer_says_when_to_renew(tmp_path):
+    """Without the CA's advice, two thirds into the certificate's life (lanlock.renewal): the
+    box follows this time, it does not guess."""
+    with running_cloud(tmp_path, "--lifetime", "6d") as cloud:
+        store = cloud_store(cloud.store_url, pool_size=1)
+        try:
+            customer = Customer.create(store)
+        finally:
+            store.dispose()
+        result = TestBox(cloud.url).ask(customer).result
+        leaf = x509.load_pem_x509_certificate(result.x509_pem.encode())
+        start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+        assert dt.datetime.fromisoformat(result.renew_at) == start + (end - start) * 2 / 3

@@ -7,6 +7,7 @@ error codes comes from exactly one condition, in the order of docs/design.md §8
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -21,7 +22,7 @@ import httpx
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from lanlock import defaults, errors, names, pki
+from lanlock import defaults, errors, names, pki, renewal
 from lanlock.box.cloud_client import CloudAnswer, post_x509, x509_payload
 from lanlock.box.settings import BoxConfig
 from lanlock.box.tls_store import CertificateUnreadable, Pair, PairDamaged, TLSStore
@@ -29,11 +30,13 @@ from lanlock.wire import X509Result
 
 log = logging.getLogger("lanlock.box.lifecycle")
 
-RENEW_FRACTION = 2 / 3  # renew when two thirds of the lifetime have passed ...
-# ... or when ten days remain, whichever comes first; never more than the last third, so that a
-# short certificate (6 days, or minutes in tests) is renewed at two thirds, not at once.
-RENEW_MARGIN = dt.timedelta(days=10)
 REQUEST_TIMEOUT = 20.0
+JITTER = 0.05  # a box renews up to this fraction of the time left before the time it was given
+
+
+def jittered(due: dt.datetime) -> dt.datetime:
+    left = due - pki.utcnow()
+    return due - left * random.uniform(0, JITTER) if left > dt.timedelta(0) else due
 
 
 @dataclass
@@ -171,7 +174,7 @@ class CertificateManager:
             return False
         if not self._names_match(pair.leaf, config.scope, config.zone):
             return False
-        return pki.utcnow() < self._renewal_time(pair.leaf)
+        return pki.utcnow() < self._due(pair.leaf, config)
 
     @staticmethod
     def _names_match(leaf: x509.Certificate, scope: str, zone: str) -> bool:
@@ -184,14 +187,22 @@ class CertificateManager:
 
     @staticmethod
     def _renewal_time(leaf: x509.Certificate) -> dt.datetime:
-        start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
-        lifetime = end - start
-        margin = min(RENEW_MARGIN, lifetime * (1 - RENEW_FRACTION))
-        return min(start + lifetime * RENEW_FRACTION, end - margin)
+        """The box's own rule (lanlock.renewal), for a certificate the cloud gave no time for."""
+        return renewal.renewal_time(leaf.not_valid_before_utc, leaf.not_valid_after_utc)
+
+    @staticmethod
+    def _due(leaf: x509.Certificate, config: BoxConfig) -> dt.datetime:
+        """When to renew ``leaf``: the time the cloud announced with it (the CA's renewal
+        information, when it gives one), else the box's own rule."""
+        announced = None
+        if config.renew_at and config.renew_at_serial == format(leaf.serial_number, "x"):
+            with contextlib.suppress(ValueError):
+                announced = dt.datetime.fromisoformat(config.renew_at).astimezone(dt.UTC)
+        return renewal.due_time(announced, leaf.not_valid_before_utc, leaf.not_valid_after_utc)
 
     def _renewal_delay(self, pair: Pair) -> float:
-        seconds = (self._renewal_time(pair.leaf) - pki.utcnow()).total_seconds()
-        return max(60.0, seconds * random.uniform(0.95, 1.0))
+        due = self._due(pair.leaf, self.load_config())
+        return max(60.0, (due - pki.utcnow()).total_seconds())
 
     def _retry(self, asked: float | None = None) -> float:
         """The back-off's next delay, or longer when the cloud asked for longer (its Retry-After,
@@ -214,7 +225,7 @@ class CertificateManager:
         leaf = self._checked_certificate(result, key)
         pair = self.tls.install(result.x509_pem.strip() + "\n" + result.chain_pem, key)
         self.tls.drop_pending_key()
-        self._remember_scope(result.scope, result.zone)
+        self._remember_answer(result, leaf)
         log.info(
             "installed certificate serial %x for %s until %s",
             leaf.serial_number,
@@ -254,6 +265,27 @@ class CertificateManager:
     def _remember_scope(self, scope: str, zone: str) -> None:
         def remember(config: BoxConfig) -> None:
             config.scope, config.zone = scope, zone
+
+        self.update_config(remember)
+
+    def _remember_answer(self, result: X509Result, leaf: x509.Certificate) -> None:
+        """The box's name, and when to renew this certificate: the cloud's time, drawn up to
+        :data:`JITTER` of the time left earlier, once, so that boxes whose certificates came
+        together do not all come back in the same minute (a jitter drawn at every check was
+        undone by the next check, which still compared with the exact time)."""
+
+        announced = None
+        if result.renew_at:
+            with contextlib.suppress(ValueError):
+                announced = dt.datetime.fromisoformat(result.renew_at).astimezone(dt.UTC)
+        due = jittered(
+            renewal.due_time(announced, leaf.not_valid_before_utc, leaf.not_valid_after_utc)
+        )
+
+        def remember(config: BoxConfig) -> None:
+            config.scope, config.zone = result.scope, result.zone
+            config.renew_at = due.isoformat()
+            config.renew_at_serial = format(leaf.serial_number, "x")
 
         self.update_config(remember)
 

@@ -33,7 +33,7 @@ from sqlalchemy.exc import InterfaceError as SQLInterfaceError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from lanlock import defaults, errors, names, pki
+from lanlock import defaults, errors, names, pki, renewal
 from lanlock.cloud import (
     audit,
     csr_policy,
@@ -250,6 +250,9 @@ class X509Service:
     # --- answers ------------------------------------------------------------------------------
 
     def _result(self, certificate: Certificate | Row, scope: str) -> dict[str, Any]:
+        renew_at = certificate.renew_after or renewal.renewal_time(
+            certificate.not_before, certificate.not_after
+        )
         return X509Result(
             x509_pem=certificate.x509_pem,
             chain_pem=certificate.chain_pem,
@@ -257,6 +260,7 @@ class X509Service:
             scope=scope,
             zone=self.settings.zone,
             not_after=certificate.not_after.isoformat(),
+            renew_at=renew_at.isoformat(),
         ).to_json()
 
     def _refusal_answer(self, refusal: Refused) -> Answer:
