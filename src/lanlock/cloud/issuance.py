@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from cryptography import x509
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -202,13 +202,25 @@ class Issuance:
         self.lease.hold(box.scope)
         return True
 
+    def _newest(self, scope: str) -> x509.Certificate | None:
+        """The scope's newest certificate, whatever its key: the one a new order replaces."""
+        with self.store.transaction() as session:
+            pem = session.scalar(
+                select(Certificate.x509_pem)
+                .where(Certificate.scope == scope)
+                .order_by(Certificate.not_after.desc())
+                .limit(1)
+            )
+        return x509.load_pem_x509_certificate(pem.encode()) if pem else None
+
     def _issue(
         self, box: Box, csr: x509.CertificateSigningRequest, fingerprint: str
     ) -> Certificate:
         """The issuer's certificate, not yet stored."""
         started = time.perf_counter()
         try:
-            issued = self.issuer.issue(csr, box.scope)
+            replacing = self._newest(box.scope) if self.issuer.names_replaced else None
+            issued = self.issuer.issue(csr, box.scope, replacing)
         except IssuanceError as exc:
             raise Refused(errors.ISSUANCE_FAILED, str(exc)) from None
         self.metrics.issuance_seconds.labels(self.issuer.name).observe(

@@ -148,9 +148,27 @@ class PatientNetwork(client.ClientNetwork):
         return super().post(*args, **kwargs)
 
 
+class ReplacingOrder(messages.NewOrder):
+    """newOrder with RFC 9773's ``replaces``: the ARI certificate ID of the certificate the
+    order renews (the acme library's NewOrder does not carry it)."""
+
+    replaces: str | None = josepy.field("replaces", omitempty=True)
+
+
+def ari_cert_id(certificate: x509.Certificate) -> str:
+    """RFC 9773 §4.1: base64url(AKI keyIdentifier) "." base64url(the serial's DER content)."""
+    aki = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    serial = certificate.serial_number
+    # DER's INTEGER content: big-endian, with a leading zero byte when the top bit is set.
+    serial_der = serial.to_bytes(serial.bit_length() // 8 + 1, "big")
+    encode = josepy.b64.b64encode
+    return f"{encode(aki.key_identifier).decode()}.{encode(serial_der).decode()}"
+
+
 class AcmeIssuer:
     name = "acme"
     requires_csr_names = True
+    names_replaced = True
 
     def __init__(
         self,
@@ -171,11 +189,17 @@ class AcmeIssuer:
 
     # --- the order ---------------------------------------------------------------------------
 
-    def issue(self, csr: x509.CertificateSigningRequest, scope: str) -> Issued:
+    def issue(
+        self,
+        csr: x509.CertificateSigningRequest,
+        scope: str,
+        replacing: x509.Certificate | None = None,
+    ) -> Issued:
         started = time.monotonic()
         deadline = started + self.settings.order_timeout
         acme = self._translate(self._account_client)
-        order = self._translate(lambda: self._new_order(acme, scope, csr))
+        replaces = self._replaces(acme, replacing)
+        order = self._translate(lambda: self._new_order(acme, scope, csr, replaces))
         pending = [a for a in order.authorizations if a.body.status == messages.STATUS_PENDING]
         values = [self._dns01_value(acme, authz) for authz in pending]
         records = self._publish(scope, values)
@@ -195,8 +219,26 @@ class AcmeIssuer:
         log.info("ACME order for scope %s done in %.2f s", scope, time.monotonic() - started)
         return issued
 
+    @staticmethod
+    def _replaces(acme: client.ClientV2, replacing: x509.Certificate | None) -> str | None:
+        """The ``replaces`` of a renewal order: only to a CA that offers renewal information
+        (RFC 9773 §5), and never for a certificate that has expired (its renewal is a new
+        order, not a replacement)."""
+        if replacing is None or "renewalInfo" not in acme.directory.to_partial_json():
+            return None
+        if replacing.not_valid_after_utc <= dt.datetime.now(dt.UTC):
+            return None
+        try:
+            return ari_cert_id(replacing)
+        except x509.ExtensionNotFound:
+            return None
+
     def _new_order(
-        self, acme: client.ClientV2, scope: str, csr: x509.CertificateSigningRequest
+        self,
+        acme: client.ClientV2,
+        scope: str,
+        csr: x509.CertificateSigningRequest,
+        replaces: str | None = None,
     ) -> messages.OrderResource:
         """An order for exactly the scope's two names, whatever the CSR says.
 
@@ -213,7 +255,7 @@ class AcmeIssuer:
         new_nonce = acme.directory["newNonce"]
         response = acme.net.post(
             acme.directory["newOrder"],
-            messages.NewOrder(identifiers=identifiers, profile=self._profile),
+            ReplacingOrder(identifiers=identifiers, profile=self._profile, replaces=replaces),
             new_nonce_url=new_nonce,
         )
         body = messages.Order.from_json(response.json())

@@ -32,9 +32,18 @@ class Issuer(Protocol):
     name: str
     # True when the CA insists that the CSR name exactly what it certifies (every ACME CA does).
     requires_csr_names: bool
+    # True when an order names the certificate it replaces (ACME ARI's ``replaces``), so the
+    # caller looks that certificate up.
+    names_replaced: bool
 
-    def issue(self, csr: x509.CertificateSigningRequest, scope: str) -> Issued:
+    def issue(
+        self,
+        csr: x509.CertificateSigningRequest,
+        scope: str,
+        replacing: x509.Certificate | None = None,
+    ) -> Issued:
         """A certificate for the scope's two names with the CSR's public key, or an exception
         above. The names come from ``scope`` alone, never from the CSR: the CSR is trusted for
-        its key only (and has passed :mod:`lanlock.cloud.csr_policy`)."""
+        its key only (and has passed :mod:`lanlock.cloud.csr_policy`). ``replacing``: the
+        scope's newest certificate that has not expired, which this one replaces."""
         ...

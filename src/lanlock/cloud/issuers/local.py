@@ -13,13 +13,19 @@ from lanlock.cloud.issuers.base import Issued
 class LocalIssuer:
     name = "local"
     requires_csr_names = False  # the embedded CA sets the names whatever the CSR says
+    names_replaced = False
 
     def __init__(self, ca: pki.CertificateAuthority, zone: str, lifetime: dt.timedelta) -> None:
         self.ca = ca
         self.zone = zone
         self.lifetime = lifetime
 
-    def issue(self, csr: x509.CertificateSigningRequest, scope: str) -> Issued:
+    def issue(
+        self,
+        csr: x509.CertificateSigningRequest,
+        scope: str,
+        replacing: x509.Certificate | None = None,  # nothing to tell the embedded CA
+    ) -> Issued:
         certified = names.certificate_names(scope, self.zone)
         leaf = self.ca.issue(csr.public_key(), certified, self.lifetime)  # type: ignore[arg-type]
         return Issued(leaf=leaf, chain_pem=self.ca.chain_pem)
