@@ -14,9 +14,9 @@ In one process, on a fresh SQLite store:
   answer with the box's own ``cloud_client.read_answer``;
 * the clock: ``time-machine`` travels with ``tick=False`` and the simulation moves it from one
   box's next check (its manager's ``next_check_at``) to the next. ``time-machine`` moves
-  ``time.time`` and ``datetime`` but not ``time.monotonic``, which the manager schedules with
-  (and the cloud's once-a-minute sweep): in those two modules ``time.monotonic`` is made to read
-  the simulated clock for the run.
+  ``time.time`` and ``datetime`` but not ``time.monotonic``, which the manager schedules with:
+  in the box's lifecycle module ``time.monotonic`` is made to read the simulated clock for the
+  run. (The cloud's sweep runs on a thread of its own, which a simulation does not start.)
 
 For each box it reports the certificates installed and the renewals (installs after the first),
 the requests to the cloud, the least remaining lifetime ever seen (``not_after - now``, at every
@@ -72,7 +72,6 @@ from lanlock.box.lifecycle import Backoff, CertificateManager, Environment  # no
 from lanlock.box.settings import change_config, load_config  # noqa: E402
 from lanlock.box.tls_store import CertificateUnreadable, PairDamaged, TLSStore  # noqa: E402
 from lanlock.cloud import admin  # noqa: E402
-from lanlock.cloud import x509 as cloud_x509  # noqa: E402
 from lanlock.cloud.authority import load_or_create_authority  # noqa: E402
 from lanlock.cloud.issuers.local import LocalIssuer  # noqa: E402
 from lanlock.cloud.metrics import CloudMetrics  # noqa: E402
@@ -284,7 +283,7 @@ def _check(box: SimBox, now: float) -> None:
 @contextlib.contextmanager
 def _in_process_cloud(service: X509Service, boxes: dict[str, SimBox]) -> Iterator[None]:
     """The box's ``post_x509`` answered by ``service`` in process, and ``time.monotonic`` in the
-    box's lifecycle and the cloud's x509 module reading the simulated clock."""
+    box's lifecycle reading the simulated clock."""
 
     def post_x509(
         client: httpx.Client, cloud_url: str, device_key: Any, payload: dict[str, Any]
@@ -298,7 +297,6 @@ def _in_process_cloud(service: X509Service, boxes: dict[str, SimBox]) -> Iterato
     with (
         mock.patch.object(lifecycle, "post_x509", post_x509),
         mock.patch.object(lifecycle, "time", simulated_time),
-        mock.patch.object(cloud_x509, "time", simulated_time),
     ):
         yield
 

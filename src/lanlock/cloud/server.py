@@ -166,6 +166,7 @@ def run_worker(settings: CloudSettings, sock: socket.socket | None = None) -> No
     if sock is not None:
         stop_when_orphaned()
     service = build_service(settings)
+    service.sweep_in_background()
     app = create_app(
         service,
         settings.metrics_token,

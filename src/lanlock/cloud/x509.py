@@ -21,6 +21,7 @@ escapes.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +54,7 @@ from lanlock.cloud.refusals import Limited, Refused
 from lanlock.store import Store
 from lanlock.wire import X509Result
 
+log = logging.getLogger(__name__)
 SWEEP_SECONDS = 60.0
 STORE_RETRY_AFTER = 5
 
@@ -113,8 +115,6 @@ class X509Service:
             settings.lease_seconds,
             settings.lease_wait_seconds,
         )
-        self._next_sweep = 0.0
-        self._sweep_lock = threading.Lock()
 
     # --- the request ----------------------------------------------------------------------
 
@@ -204,7 +204,6 @@ class X509Service:
                 return None
         certificate, scope = reused
         self.metrics.count("reused")
-        self._sweep(dt.datetime.now(dt.UTC))
         return Answer(200, {"result": self._result(certificate, scope)})
 
     # --- the first look: one transaction for most requests ----------------------------------
@@ -220,9 +219,7 @@ class X509Service:
         now = dt.datetime.now(dt.UTC)
         with self.store.transaction() as session:
             nonces.remember(session, request.nonce, now)
-            look = self._look(session, request, source)
-        self._sweep(now)
-        return look
+            return self._look(session, request, source)
 
     def _look(self, session: Session, request: SignedRequest, source: str) -> FirstLook:
         try:
@@ -234,18 +231,27 @@ class X509Service:
             return FirstLook(answer=self._refusal_answer(refusal))
         return FirstLook(box=box, csr=csr)
 
-    def _sweep(self, now: dt.datetime) -> None:
-        """Drop expired nonces, failure counts and audit rows, once a minute per process."""
-        if time.monotonic() < self._next_sweep or not self._sweep_lock.acquire(blocking=False):
-            return
-        try:
-            self._next_sweep = time.monotonic() + SWEEP_SECONDS
-            with self.store.transaction() as session:
-                nonces.sweep(session, now)
-                self.failures.sweep(session, now)
-                self.audit.sweep(session, now)
-        finally:
-            self._sweep_lock.release()
+    def sweep(self) -> None:
+        """Drop expired nonces, failure counts and audit rows past their retention."""
+        now = dt.datetime.now(dt.UTC)
+        with self.store.transaction() as session:
+            nonces.sweep(session, now)
+            self.failures.sweep(session, now)
+            self.audit.sweep(session, now)
+
+    def sweep_in_background(self, interval: float = SWEEP_SECONDS) -> None:
+        """:meth:`sweep` now and every ``interval`` seconds on a thread of its own, so that no
+        request waits for it (it deletes in batches of up to 10,000 rows)."""
+
+        def run() -> None:
+            while True:
+                try:
+                    self.sweep()
+                except (OperationalError, SQLInterfaceError) as exc:  # the next round tries again
+                    log.warning("cannot sweep the store: %s", exc)
+                time.sleep(interval)
+
+        threading.Thread(target=run, name="sweeper", daemon=True).start()
 
     # --- answers ------------------------------------------------------------------------------
 
