@@ -137,9 +137,8 @@ def create_app(
                 status_code=401,
                 headers={"WWW-Authenticate": 'Bearer realm="lanlock metrics"'},
             )
-        return PlainTextResponse(
-            service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        text = await run_in_threadpool(service.metrics.render)  # it reads the store
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return Starlette(
         routes=[

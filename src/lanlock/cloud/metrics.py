@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.registry import Collector
 
 
 class CloudMetrics:
@@ -47,6 +48,13 @@ class CloudMetrics:
             registry=self.registry,
         )
 
+        self._collectors: list[Collector] = []
+
+    def add_collector(self, collector: Collector) -> None:
+        """A collector computed at each scrape (the fleet's expiry, from the store)."""
+        self._collectors.append(collector)
+        self.registry.register(collector)
+
     def count(self, outcome: str, code: str | None = None) -> None:
         self.requests.labels(outcome=outcome, code=code or "").inc()
 
@@ -55,5 +63,7 @@ class CloudMetrics:
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
+            for collector in self._collectors:
+                registry.register(collector)
             return generate_latest(registry)
         return generate_latest(self.registry)

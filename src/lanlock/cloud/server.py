@@ -23,6 +23,7 @@ from pathlib import Path
 from lanlock import defaults, names
 from lanlock.cloud.app import MAX_IN_FLIGHT, THREADS, Admission, create_app
 from lanlock.cloud.authority import load_or_create_authority
+from lanlock.cloud.expiry import ExpiryCollector
 from lanlock.cloud.issuers import Issuer
 from lanlock.cloud.issuers.acme import AcmeIssuer, AcmeSettings, check_profile
 from lanlock.cloud.issuers.local import LocalIssuer
@@ -92,6 +93,7 @@ def build_service(settings: CloudSettings, store: Store | None = None) -> X509Se
     store = store or open_store(settings)
     secret = load_or_create_secret(settings.data_dir / "secret.key")
     metrics = CloudMetrics()
+    metrics.add_collector(ExpiryCollector(store))
     issuer = make_issuer(settings, store, zone, secret, metrics)
     return X509Service(
         store,
