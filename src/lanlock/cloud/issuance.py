@@ -54,17 +54,6 @@ class ScopeLease:
         self._lock = threading.Lock()
         self._renewer: threading.Thread | None = None
 
-    def acquire(self, scope: str) -> bool:
-        """Take the scope's lease in a transaction of its own (and keep it renewed)."""
-        try:
-            with self.store.transaction() as session:
-                if not self.acquire_in(session, scope):
-                    return False
-        except IntegrityError:
-            return False  # another replica inserted the lease first
-        self.hold(scope)
-        return True
-
     def acquire_in(self, session: Session, scope: str) -> bool:
         """Take the lease in ``session``'s transaction; :meth:`hold` once it is committed. A
         concurrent insert by another replica makes the commit raise IntegrityError: not taken."""
