@@ -88,6 +88,14 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
+def _short_code(code: object) -> str | None:
+    """A status answer's ``code`` (``issuance_limited``), shown on the homepage as the reason:
+    kept only when it is a short printable word."""
+    if isinstance(code, str) and 0 < len(code) <= 64 and code.isascii() and code.isprintable():
+        return code
+    return None
+
+
 def read_answer(response: httpx.Response) -> CloudAnswer:
     try:
         body = response.json()
@@ -97,6 +105,7 @@ def read_answer(response: httpx.Response) -> CloudAnswer:
         detail = body.get("detail") if isinstance(body, dict) else None
         return CloudAnswer(
             response.status_code,
+            refusal_code=_short_code(body.get("code") if isinstance(body, dict) else None),
             message=detail if isinstance(detail, str) else None,
             retry_after=retry_after_seconds(response.headers.get("retry-after")),
         )

@@ -305,7 +305,10 @@ class CertificateManager:
         if answer.status != 200:
             log.error("the cloud answered HTTP %s: %s", answer.status, answer.message)
             raise LoadFailed(
-                errors.status_code(answer.status), None, answer.message, answer.retry_after
+                errors.status_code(answer.status),
+                answer.refusal_code,  # the status's own code, when the cloud gave one
+                answer.message,
+                answer.retry_after,
             )
         if answer.result is None:  # a refusal, or a result that lacks a field (lanlock.wire)
             log.error("the cloud gave no certificate: %s %s", answer.refusal_code, answer.message)
