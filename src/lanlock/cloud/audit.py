@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 from lanlock.cloud.jws import SignedRequest
 from lanlock.cloud.metrics import CloudMetrics
 from lanlock.cloud.models import AuditEntry
-from lanlock.cloud.registration import SEEN, seen_values
 from lanlock.store import Store
 
 GARBAGE_BURST = 60
@@ -78,14 +77,11 @@ class AuditTrail:
         request: SignedRequest | None,
         source: str,
         detail: str | None,
-        seen_box: str | None = None,
     ) -> None:
-        """One line in its own transaction (and the box marked seen, when named)."""
+        """One line in its own transaction."""
         try:
             with self.store.transaction() as session:
                 session.add(entry(outcome, code, request, source, detail))
-                if seen_box is not None:
-                    session.execute(SEEN, seen_values(seen_box, request, source))
         except (OperationalError, SQLInterfaceError):
             pass  # the answer matters more than its audit line when the store is failing
 

@@ -45,13 +45,24 @@ EXTENSION_REQUEST = x509.ObjectIdentifier("1.2.840.113549.1.9.14")
 SHOWN_LENGTH = 80  # a hostile CSR's strings end up in a refusal message and the audit line
 
 
-def checked_csr(csr_pem: str, box: Box | None, zone: str) -> x509.CertificateSigningRequest:
-    """The CSR, once it parses and names nothing beyond the box's own names (none for a box
-    the cloud has not registered yet: it does not know its scope); else Refused."""
+# A request's CSR as parsed, or why it did not parse: kept to be refused in its turn (§5's
+# order puts eligibility first), parsed once for the express lane and the full way.
+ParsedCSR = x509.CertificateSigningRequest | pki.InvalidCSR
+
+
+def parse(csr_pem: str) -> ParsedCSR:
     try:
-        csr = pki.parse_csr(csr_pem)
+        return pki.parse_csr(csr_pem)
     except pki.InvalidCSR as exc:
-        raise Refused(errors.INVALID_CSR, str(exc)) from None
+        return exc
+
+
+def checked_csr(parsed: ParsedCSR, box: Box | None, zone: str) -> x509.CertificateSigningRequest:
+    """The CSR, once it parsed and names nothing beyond the box's own names (none for a box
+    the cloud has not registered yet: it does not know its scope); else Refused."""
+    if isinstance(parsed, pki.InvalidCSR):
+        raise Refused(errors.INVALID_CSR, str(parsed))
+    csr = parsed
     own = set(names.certificate_names(box.scope, zone)) if box else set()
     if foreign := foreign_identities(csr, own):
         raise Refused(

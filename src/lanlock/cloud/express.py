@@ -1,16 +1,17 @@
 """The express lane: a registered box asking again for the certificate it holds.
 
 Most requests a cloud sees are boxes asking again (every start, every check, every renewal
-window that the reuse rule answers with the certificate already issued). Their answer needs
-one read — the box with its database, subscription and quota, and its newest certificate for
-the CSR's key — and three writes: the nonce, the audit line, the box seen. This module does
-exactly that in SQLAlchemy Core, in one transaction, and only when *every* check of the full
-way would pass: the box is registered to this database under this code (compared in constant
-time), the database is production, the subscription in progress with an IoT box line, the box
-active, the CSR names nothing beyond the box's names, and the reuse rule holds. Anything else
-(a new box, a refusal, a renewal) finds the transaction rolled back with nothing written and
-takes the full way (:mod:`lanlock.cloud.x509`), which owns every refusal and its order. So the
-lane changes what a reuse costs, never what any request is answered.
+window that the reuse rule answers with the certificate already issued). Their answer needs one
+read — the box with its database, subscription and quota, and its newest certificate for the
+CSR's key (:func:`lanlock.cloud.reuse.reusable_in`, as the full way asks it) — and three writes:
+the nonce, the audit line, the box seen. This module does exactly that in SQLAlchemy Core, in
+one transaction, and only when *every* check of the full way would pass: the box is registered
+to this database under this code (compared in constant time), the database is production, the
+subscription in progress with an IoT box line, the box active, the CSR names nothing beyond the
+box's names, and the reuse rule holds. Anything else (a new box, a refusal, a renewal) finds the
+transaction rolled back with nothing written and takes the full way (:mod:`lanlock.cloud.x509`),
+which owns every refusal and its order. So the lane changes what a reuse costs, never what any
+request is answered.
 
 Core rather than the ORM because the ORM's unit of work, identity map and attribute
 instrumentation cost several times the SQL itself on this path (the profile in BENCHMARKS.md).
@@ -35,7 +36,7 @@ from lanlock.cloud.models import (
     Subscription,
     SubscriptionLine,
 )
-from lanlock.cloud.reuse import still_good
+from lanlock.cloud.reuse import reusable_in
 
 boxes, certificates = Box.__table__, Certificate.__table__
 lines = SubscriptionLine.__table__
@@ -64,20 +65,6 @@ BOX_ROW = (
     .where(Subscription.__table__.c.database_uuid == boxes.c.database_uuid)
     .where(boxes.c.box_id == bindparam("box_id"))
 )
-NEWEST_CERTIFICATE = (
-    select(
-        certificates.c.serial,
-        certificates.c.not_before,
-        certificates.c.not_after,
-        certificates.c.renew_after,
-        certificates.c.x509_pem,
-        certificates.c.chain_pem,
-    )
-    .where(certificates.c.scope == bindparam("scope"))
-    .where(certificates.c.key_fingerprint == bindparam("fingerprint"))
-    .order_by(certificates.c.not_after.desc())
-    .limit(1)
-)
 
 
 def reused_certificate(
@@ -97,13 +84,10 @@ def reused_certificate(
     if csr_policy.foreign_identities(csr, names.certificate_names(box.scope, zone)):
         return None
     fingerprint = pki.key_fingerprint(csr.public_key())  # type: ignore[arg-type]
-    now = dt.datetime.now(dt.UTC)
-    certificate = conn.execute(
-        NEWEST_CERTIFICATE, {"scope": box.scope, "fingerprint": fingerprint}
-    ).first()
-    if certificate is None or not still_good(certificate, now):
+    certificate = reusable_in(conn, box.scope, fingerprint)
+    if certificate is None:
         return None
-    nonces.remember(conn, request.nonce, now)
+    nonces.remember(conn, request.nonce, dt.datetime.now(dt.UTC))
     detail = f"serial {certificate.serial}"
     conn.execute(audit.ADD, audit.values("reused", None, request, source, detail))
     conn.execute(registration.SEEN, registration.seen_values(request.box_id, request, source))

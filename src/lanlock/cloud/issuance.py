@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from cryptography import x509
-from sqlalchemy import delete, select, update
+from sqlalchemy import Row, delete, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -34,7 +34,7 @@ from lanlock.store import Store
 
 log = logging.getLogger(__name__)
 # Writes what came of a request (its audit line, the box seen) in the deciding transaction.
-Record = Callable[[Session, Certificate, str], None]
+Record = Callable[[Session, Certificate | Row, str], None]
 
 
 class ScopeLease:
@@ -136,7 +136,7 @@ class Issuance:
 
     def certificate_for(
         self, box: Box, csr: x509.CertificateSigningRequest, record: Record
-    ) -> tuple[Certificate, str]:
+    ) -> tuple[Certificate | Row, str]:
         """The certificate and how it came, ``"reused"`` or ``"issued"``; ``record`` (the audit
         line, the box seen) is written in the transaction that decides it."""
         fingerprint = pki.key_fingerprint(csr.public_key())  # type: ignore[arg-type]
@@ -148,7 +148,7 @@ class Issuance:
             # Whoever holds the lease is probably issuing what we need: reused once it is done.
             time.sleep(delay + secrets.randbelow(10) / 1000)
             delay = min(delay * 2, 0.25)
-        if isinstance(taken, Certificate):
+        if taken is not True:  # the certificate to hand out again
             return taken, "reused"
         try:
             certificate = self._issue(box, csr, fingerprint)
@@ -164,7 +164,7 @@ class Issuance:
             self.lease.let_go(box.scope)
         return certificate, "issued"
 
-    def _reuse_or_lease(self, box: Box, fingerprint: str, record: Record) -> Certificate | bool:
+    def _reuse_or_lease(self, box: Box, fingerprint: str, record: Record) -> Row | bool:
         """One transaction: the scope's lease, then under it the certificate to hand out again
         (recorded, the lease given back) if there is one, else the issuance budget (True); False
         while another holds the lease.

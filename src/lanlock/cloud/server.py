@@ -179,14 +179,9 @@ def run_worker(settings: CloudSettings, sock: socket.socket | None = None) -> No
 
 
 def prepare(settings: CloudSettings) -> None:
-    """Migrate the store and make the CA once, before the workers start and would race to."""
-    store = open_store(settings)
-    try:
-        if settings.issuer != "acme":
-            secret = load_or_create_secret(settings.data_dir / "secret.key")
-            load_or_create_authority(store, names.normalize_zone(settings.zone), secret)
-    finally:
-        store.dispose()
+    """Migrate the store and make the secret and the CA once, before the workers start and
+    would race to: building the service does exactly that (and starts nothing)."""
+    build_service(settings).store.dispose()
 
 
 def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:

@@ -162,9 +162,10 @@ class X509Service:
             )
 
     def _handle_verified(self, request: SignedRequest, source: str) -> Answer:
-        if (reused := self._express(request, source)) is not None:
+        parsed = csr_policy.parse(request.csr_pem)  # once: the express lane and the full way
+        if (reused := self._express(request, parsed, source)) is not None:
             return reused
-        first = self._first_look(request, source)
+        first = self._first_look(request, parsed, source)
         if first.answer is not None:
             return first.answer
         box, csr = first.box, first.csr
@@ -175,7 +176,7 @@ class X509Service:
         csr_policy.check_names_for_ca(csr, box, self.settings.zone, self.issuer.requires_csr_names)
         box_id = box.box_id
 
-        def record(session: Session, certificate: Certificate, outcome: str) -> None:
+        def record(session: Session, certificate: Certificate | Row, outcome: str) -> None:
             detail = f"serial {certificate.serial}"
             session.execute(audit.ADD, audit.values(outcome, None, request, source, detail))
             session.execute(registration.SEEN, registration.seen_values(box_id, request, source))
@@ -191,11 +192,11 @@ class X509Service:
 
     # --- the express lane: a registered box asking again ---------------------------------------
 
-    def _express(self, request: SignedRequest, source: str) -> Answer | None:
+    def _express(
+        self, request: SignedRequest, csr: csr_policy.ParsedCSR, source: str
+    ) -> Answer | None:
         """The reuse answer through :mod:`.express`, or None (nothing written) for the full way."""
-        try:
-            csr = pki.parse_csr(request.csr_pem)
-        except pki.InvalidCSR:
+        if isinstance(csr, pki.InvalidCSR):
             return None  # the full way refuses it, in its order
         with self.store.engine.connect() as conn, conn.begin() as transaction:
             reused = express.reused_certificate(conn, request, csr, self.settings.zone, source)
@@ -208,7 +209,9 @@ class X509Service:
 
     # --- the first look: one transaction for most requests ----------------------------------
 
-    def _first_look(self, request: SignedRequest, source: str) -> FirstLook:
+    def _first_look(
+        self, request: SignedRequest, csr: csr_policy.ParsedCSR, source: str
+    ) -> FirstLook:
         """Nonce, eligibility and CSR in one transaction.
 
         A refusal is answered and audited in this same transaction. The nonce is kept whatever
@@ -219,12 +222,14 @@ class X509Service:
         now = dt.datetime.now(dt.UTC)
         with self.store.transaction() as session:
             nonces.remember(session, request.nonce, now)
-            return self._look(session, request, source)
+            return self._look(session, request, csr, source)
 
-    def _look(self, session: Session, request: SignedRequest, source: str) -> FirstLook:
+    def _look(
+        self, session: Session, request: SignedRequest, parsed: csr_policy.ParsedCSR, source: str
+    ) -> FirstLook:
         try:
             box = eligibility.check_credentials(session, request, source, self.failures)
-            csr = csr_policy.checked_csr(request.csr_pem, box, self.settings.zone)
+            csr = csr_policy.checked_csr(parsed, box, self.settings.zone)
         except Refused as refusal:
             detail = refusal.detail
             session.add(audit.entry("refused", refusal.code, request, source, detail))
