@@ -18,7 +18,7 @@ import pytest
 
 from lanlock import pki
 from lanlock.box.agent import MAINTENANCE_TICK
-from lanlock.box.lifecycle import CertificateManager
+from lanlock.box.lifecycle import CertificateManager, parsed_time, renewal_moment
 from lanlock.box.settings import BoxConfig, change_config
 from lanlock.box.tls_store import TLSStore
 from lanlock.cloud.models import cloud_store
@@ -402,3 +402,22 @@ def test_the_box_renews_when_the_cloud_said_for_that_certificate():
     own = CertificateManager._renewal_time(leaf)
     assert due(later, for_serial="0") == own
     assert due(None) == own
+
+
+@pytest.mark.parametrize(
+    "announced",
+    ["not a time", "", "9999-12-31T23:59:59+00:00", "2026-13-40T00:00:00", "x" * 10_000, None],
+)
+def test_whatever_the_cloud_says_of_renewal_the_box_renews_before_the_end(announced):
+    """A cloud's ``renew_at`` that is not a time, or is far beyond the certificate, cannot keep
+    a box from renewing: the moment falls back to the box's rule and never passes nine tenths
+    of the lifetime."""
+    ca = pki.CertificateAuthority.create("iot.test")
+    leaf = ca.issue(pki.new_private_key().public_key(), ["a.iot.test"], dt.timedelta(days=6))
+    start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+    moment = renewal_moment(announced, leaf)
+    assert pki.utcnow() < moment <= start + (end - start) * 0.9
+
+
+def test_a_renewal_time_without_an_offset_is_utc():
+    assert parsed_time("2026-12-01T10:00:00") == dt.datetime(2026, 12, 1, 10, tzinfo=dt.UTC)

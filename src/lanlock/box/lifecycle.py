@@ -7,7 +7,6 @@ error codes comes from exactly one condition, in the order of docs/design.md §8
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -34,7 +33,24 @@ REQUEST_TIMEOUT = 20.0
 JITTER = 0.05  # a box renews up to this fraction of the time left before the time it was given
 
 
-def jittered(due: dt.datetime) -> dt.datetime:
+def parsed_time(text: str | None) -> dt.datetime | None:
+    """An ISO-8601 time as the cloud (or the settings file) wrote it, UTC when it names no
+    offset; None when it is not one: the box then keeps to its own rule."""
+    if not text:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+
+
+def renewal_moment(announced: str | None, leaf: x509.Certificate) -> dt.datetime:
+    """When to renew a certificate just installed: the cloud's time, bounded (lanlock.renewal),
+    drawn up to :data:`JITTER` of the time left earlier."""
+    due = renewal.due_time(
+        parsed_time(announced), leaf.not_valid_before_utc, leaf.not_valid_after_utc
+    )
     left = due - pki.utcnow()
     return due - left * random.uniform(0, JITTER) if left > dt.timedelta(0) else due
 
@@ -192,13 +208,12 @@ class CertificateManager:
 
     @staticmethod
     def _due(leaf: x509.Certificate, config: BoxConfig) -> dt.datetime:
-        """When to renew ``leaf``: the time the cloud announced with it (the CA's renewal
-        information, when it gives one), else the box's own rule."""
-        announced = None
-        if config.renew_at and config.renew_at_serial == format(leaf.serial_number, "x"):
-            with contextlib.suppress(ValueError):
-                announced = dt.datetime.fromisoformat(config.renew_at).astimezone(dt.UTC)
-        return renewal.due_time(announced, leaf.not_valid_before_utc, leaf.not_valid_after_utc)
+        """When to renew ``leaf``: the moment drawn when it was installed from the time the cloud
+        announced with it (the CA's renewal information, when it gives one), else the box's own
+        rule."""
+        serial = format(leaf.serial_number, "x")
+        drawn = parsed_time(config.renew_at) if config.renew_at_serial == serial else None
+        return renewal.due_time(drawn, leaf.not_valid_before_utc, leaf.not_valid_after_utc)
 
     def _renewal_delay(self, pair: Pair) -> float:
         due = self._due(pair.leaf, self.load_config())
@@ -274,13 +289,7 @@ class CertificateManager:
         together do not all come back in the same minute (a jitter drawn at every check was
         undone by the next check, which still compared with the exact time)."""
 
-        announced = None
-        if result.renew_at:
-            with contextlib.suppress(ValueError):
-                announced = dt.datetime.fromisoformat(result.renew_at).astimezone(dt.UTC)
-        due = jittered(
-            renewal.due_time(announced, leaf.not_valid_before_utc, leaf.not_valid_after_utc)
-        )
+        due = renewal_moment(result.renew_at, leaf)
 
         def remember(config: BoxConfig) -> None:
             config.scope, config.zone = result.scope, result.zone
