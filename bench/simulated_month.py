@@ -72,13 +72,9 @@ from lanlock.box.lifecycle import Backoff, CertificateManager, Environment  # no
 from lanlock.box.settings import change_config, load_config  # noqa: E402
 from lanlock.box.tls_store import CertificateUnreadable, PairDamaged, TLSStore  # noqa: E402
 from lanlock.cloud import admin  # noqa: E402
-from lanlock.cloud.authority import load_or_create_authority  # noqa: E402
-from lanlock.cloud.issuers.local import LocalIssuer  # noqa: E402
-from lanlock.cloud.metrics import CloudMetrics  # noqa: E402
-from lanlock.cloud.secret import load_or_create_secret  # noqa: E402
-from lanlock.cloud.server import CloudSettings, build_service, open_store  # noqa: E402
+from lanlock.cloud.server import CloudSettings, build_service  # noqa: E402
 from lanlock.cloud.throttle import IssuanceBudget  # noqa: E402
-from lanlock.cloud.x509 import X509Service, X509Settings  # noqa: E402
+from lanlock.cloud.x509 import X509Service  # noqa: E402
 
 START = dt.datetime(2030, 1, 7, 9, 0, tzinfo=dt.UTC)  # any fixed instant: runs are repeatable
 ZONE = "iot.test"
@@ -148,34 +144,20 @@ def budget_for(lifetime: dt.timedelta) -> IssuanceBudget:
     return IssuanceBudget(per_box=most, per_box_slot=most, window=default.window)
 
 
-def make_service(
-    workdir: Path, lifetime: dt.timedelta, budget: IssuanceBudget
-) -> tuple[X509Service, Any]:
-    """The cloud as ``build_service`` puts it together, with the embedded CA issuing
-    ``lifetime`` certificates (any timedelta, minutes included) and ``budget``."""
-    settings = CloudSettings(
-        data_dir=workdir / "cloud",
-        store_url=f"sqlite:///{workdir / 'cloud' / 'cloud.db'}",
-        zone=ZONE,
-    )
-    store = open_store(settings)
-    build_service(settings, store)  # as the cloud starts: the secret key and the CA, made once
-    secret = load_or_create_secret(settings.data_dir / "secret.key")
-    ca = load_or_create_authority(store, ZONE, secret)
-    service = X509Service(
-        store,
-        LocalIssuer(ca, ZONE, lifetime),
-        X509Settings(
+def make_service(workdir: Path, lifetime: dt.timedelta, budget: IssuanceBudget) -> X509Service:
+    """The cloud as it starts (``build_service``), its embedded CA issuing ``lifetime``
+    certificates (any timedelta, minutes included) within ``budget``."""
+    return build_service(
+        CloudSettings(
+            data_dir=workdir / "cloud",
+            store_url=f"sqlite:///{workdir / 'cloud' / 'cloud.db'}",
             zone=ZONE,
-            failure_limit=settings.failure_limit,
-            failure_window=settings.failure_window,
-            lease_seconds=settings.lease_seconds,
-            audit_days=settings.audit_days,
-            issuance=budget,
-        ),
-        CloudMetrics(),
+            lifetime=lifetime,
+            box_issuance_limit=budget.per_box,
+            subscription_issuance_factor=budget.per_box_slot,
+            issuance_window=budget.window,
+        )
     )
-    return service, ca
 
 
 def make_box(index: int, folder: Path, db_uuid: str, code: str, verify: ssl.SSLContext) -> SimBox:
@@ -336,7 +318,7 @@ def _simulate(
     with time_machine.travel(START, tick=False) as traveller:
         t0 = _now()
         end = t0 + days * DAY
-        service, _ca = make_service(workdir, lifetime, budget)
+        service = make_service(workdir, lifetime, budget)
         db_uuid, code = str(uuid.UUID(int=random.getrandbits(128))), "SIM-MONTH-CODE-0001"
         admin.add_database(service.store, db_uuid, "simulated month")
         admin.add_subscription(service.store, code, db_uuid, "in_progress", boxes)

@@ -12,18 +12,17 @@ two within the box's 60-s floor (no storm), and as many renewals as the rule mak
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from tests import benchscripts
+
 pytest.importorskip("time_machine", reason="the simulated month needs time-machine")
 
-ROOT = Path(__file__).resolve().parents[1]
 DAY = 86400.0
 FLOOR = 60.0  # docs/design.md §8: after `valid`, the next check is at least 60 s away
 JITTER = 0.05  # ... at the renewal time, less up to 5 % of the time left
@@ -31,19 +30,9 @@ RENEW_FRACTION = 2 / 3  # the renewal time: two thirds of the validity after not
 RENEW_MARGIN = 10 * DAY  # or ten days before notAfter, whichever comes first
 
 
-def _bench_module() -> ModuleType:
-    path = ROOT / "bench" / "simulated_month.py"
-    spec = importlib.util.spec_from_file_location("lanlock_bench_simulated_month", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def month() -> ModuleType:
-    return _bench_module()
+    return benchscripts.load("simulated_month")
 
 
 def _renewal_offset(certificate: dict[str, float]) -> float:

@@ -9,31 +9,17 @@ no nonce is accepted twice, the DNS replicas answer the boxes' names.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests import benchscripts
 from tests.realparts import require
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _fleet_module() -> ModuleType:
-    path = ROOT / "bench" / "fleet.py"
-    spec = importlib.util.spec_from_file_location("lanlock_bench_fleet", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.timeout(120)
 def test_a_short_rehearsal_keeps_every_promise(tmp_path: Path) -> None:
-    fleet = _fleet_module()
+    fleet = benchscripts.load("fleet")
     missing = fleet.missing_parts()
     require(not missing, "the fleet rehearsal needs " + "; ".join(missing))
     options = fleet.Options(**fleet.SHORT)
