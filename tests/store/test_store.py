@@ -347,15 +347,10 @@ def test_replicas_starting_at_once_agree_on_one_authority(store_url):
 def test_certificates_of_an_older_store_get_their_subscription_at_0007(store_url):
     """The budget counts a subscription's certificates by the subscription they were issued
     under: those issued before 0007 are given their box's."""
-    from alembic import command
-
     store = cloud_store(store_url, pool_size=1)
     try:
+        store.migrate("0006")
         with store.engine.connect() as conn:
-            config = alembic_config(SCHEMA)
-            config.attributes["connection"] = conn
-            command.upgrade(config, "0006")
-            conn.commit()
             conn.execute(
                 text(
                     "INSERT INTO databases (uuid, name, kind, created_at) "

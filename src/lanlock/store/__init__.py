@@ -71,15 +71,16 @@ class Store:
         with self._sessions() as session, session.begin():
             yield session
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest migration; safe when several processes start at once."""
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to the newest migration (or to ``revision``, as an older release
+        left it); safe when several processes start at once."""
         with self.engine.connect() as conn:
             if not self.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
             try:
                 config = alembic_config(self.schema)
                 config.attributes["connection"] = conn
-                command.upgrade(config, "head")
+                command.upgrade(config, revision)
                 conn.commit()
             finally:
                 if not self.is_sqlite:
