@@ -61,6 +61,19 @@ def test_a_profile_the_ca_does_not_offer_names_those_it_does():
         assert name in message
 
 
+def test_what_a_ca_writes_in_its_profiles_reaches_the_operator_escaped_and_short():
+    hostile = json.loads(json.dumps(LETS_ENCRYPT_DIRECTORY))
+    hostile["meta"]["profiles"] = {
+        "evil\n\x1b[31mred": "x" * 10_000,
+        **{f"p{i:02d}": "d" for i in range(50)},
+    }
+    with pytest.raises(ProfileUnknown) as refused:
+        chosen_profile(directory(hostile), "shortlived", URL)
+    message = str(refused.value)
+    assert "\n" not in message and "\x1b" not in message
+    assert len(message) < 2_000
+
+
 def test_new_order_carries_the_profile_only_when_one_is_chosen():
     with_profile = messages.NewOrder(identifiers=IDENTIFIERS, profile="shortlived")
     assert with_profile.to_partial_json()["profile"] == "shortlived"

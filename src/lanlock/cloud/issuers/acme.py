@@ -89,7 +89,10 @@ def chosen_profile(directory: messages.Directory, wanted: str | None, url: str) 
             f"the ACME CA at {url} offers no profiles (its directory has no meta.profiles); "
             "start without --acme-profile"
         )
-    listed = "; ".join(f"{name} ({offered[name]})" for name in sorted(offered))
+    # The CA wrote these: quoted (control characters escaped), cut short, at most twenty.
+    listed = "; ".join(
+        f"{str(name)[:40]!r} ({str(offered[name])[:120]!r})" for name in sorted(offered)[:20]
+    )
     raise ProfileUnknown(f"the ACME CA at {url} offers no profile {wanted!r}; it offers: {listed}")
 
 
