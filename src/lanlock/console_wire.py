@@ -38,6 +38,7 @@ NAME_CHARS = 200
 SHORT_CHARS = 64
 STATE_CHARS = 32
 URL_CHARS = 300
+MAX_URLS = 16  # a box's LAN addresses: a few interfaces, each with an IPv4 and an IPv6 or two
 
 
 @dataclass(frozen=True)
@@ -111,9 +112,16 @@ class StatusReport:
     reason: str | None
     not_after: str | None  # ISO 8601
     version: str | None
+    # With not_after, the certificate's lifetime: the console judges "a third left" from both.
+    not_before: str | None = None  # ISO 8601
+    # One https://<address-label>.<scope>.<zone>[:port]/ per LAN address the box has (IPv4 and
+    # IPv6); ``url`` is the first of them, kept for consoles that read only it.
+    urls: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        fields = dataclasses.asdict(self)
+        fields["urls"] = list(self.urls)
+        return fields
 
     @classmethod
     def from_json(cls, fields: dict[str, Any]) -> StatusReport:
@@ -128,16 +136,19 @@ class StatusReport:
             state=state,
             code=_text(fields, "code", SHORT_CHARS),
             reason=_text(fields, "reason", SHORT_CHARS),
-            not_after=_iso_time(_text(fields, "not_after", SHORT_CHARS)),
+            not_after=_iso_time("not_after", _text(fields, "not_after", SHORT_CHARS)),
             version=_text(fields, "version", SHORT_CHARS),
+            not_before=_iso_time("not_before", _text(fields, "not_before", SHORT_CHARS)),
+            urls=_https_origins(fields.get("urls")),
         )
 
     def not_after_time(self) -> dt.datetime | None:
         """``not_after`` as an aware time (UTC when the box wrote none)."""
-        if self.not_after is None:
-            return None
-        moment = dt.datetime.fromisoformat(self.not_after)
-        return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
+        return _aware(self.not_after)
+
+    def not_before_time(self) -> dt.datetime | None:
+        """``not_before`` as an aware time (UTC when the box wrote none)."""
+        return _aware(self.not_before)
 
 
 def plain_url(value: str, schemes: tuple[str, ...]) -> SplitResult | None:
@@ -186,10 +197,33 @@ def _https_origin(value: str | None) -> str | None:
     return f"https://{parts.netloc}/"
 
 
-def _iso_time(value: str | None) -> str | None:
+def _https_origins(value: Any) -> tuple[str, ...]:
+    """A list of at most ``MAX_URLS`` box URLs; absent (an older box) is none."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_URLS:
+        raise MalformedRequest(f"urls: a list of at most {MAX_URLS} https://host[:port]/ URLs")
+    origins = []
+    for item in value:
+        if not isinstance(item, str) or len(item) > URL_CHARS or CONTROL.search(item):
+            raise MalformedRequest(f"urls: strings of at most {URL_CHARS} printable characters")
+        origin = _https_origin(item)
+        if origin is not None and origin not in origins:
+            origins.append(origin)
+    return tuple(origins)
+
+
+def _iso_time(key: str, value: str | None) -> str | None:
     if value is not None:
         try:
             dt.datetime.fromisoformat(value)
         except ValueError:
-            raise MalformedRequest("not_after: an ISO-8601 time, or null") from None
+            raise MalformedRequest(f"{key}: an ISO-8601 time, or null") from None
     return value
+
+
+def _aware(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    moment = dt.datetime.fromisoformat(value)
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment

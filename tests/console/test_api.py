@@ -208,6 +208,11 @@ def test_signed_reports_with_bad_fields_are_400(console: RunningConsole, admin: 
             {"url": "https://user@10-0-0-7.abcdefghijklmnop.iot.test/"},
             {"url": "https://10-0-0-7.abcdefghijklmnop.iot.test/x?y"},
             {"not_after": "next year"},
+            {"not_before": "last year"},
+            {"urls": "https://10-0-0-7.abcdefghijklmnop.iot.test/"},  # not a list
+            {"urls": ["javascript:alert(1)"]},
+            {"urls": [5]},
+            {"urls": ["https://10-0-0-7.abcdefghijklmnop.iot.test/"] * 17},
             {"state": ""},
             {"name": "a\nb"},
             {"name": "x" * 201},

@@ -312,6 +312,8 @@ class Agent:
             reason=state.reason,
             not_after=state.not_after,
             version=__version__,
+            not_before=state.not_before,
+            urls=(state.url,) if state.url else (),
         )
         result = console_client.report(config.console_url, config.token, report)
         self._last_report = (time.monotonic(), _told(state), result == "ok")
