@@ -135,17 +135,28 @@ class Duration(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, dt.timedelta):
             return value
-        text = str(value).strip().lower()
-        number, unit = text[:-1], text[-1:]
-        if unit not in DURATION_UNITS or not number.replace(".", "", 1).isdigit():
-            self.fail(f"{value!r} is not a duration: give a number and a unit, like 90d, 36h, 10m")
-        duration = dt.timedelta(**{DURATION_UNITS[unit]: float(number)})
+        try:
+            duration = parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc))
         if not self.least <= duration <= self.most:
-            self.fail(f"{value} is outside {_shown(self.least)} to {_shown(self.most)}")
+            shown = f"{format_duration(self.least)} to {format_duration(self.most)}"
+            self.fail(f"{value} is outside {shown}")
         return duration
 
 
-def _shown(duration: dt.timedelta) -> str:
+def parse_duration(text: str) -> dt.timedelta:
+    """``90d``, ``36h``, ``10m``, ``45s`` as a timedelta; ValueError for anything else."""
+    number, unit = text.strip().lower()[:-1], text.strip().lower()[-1:]
+    if unit not in DURATION_UNITS or not number.replace(".", "", 1).isdigit():
+        raise ValueError(
+            f"{text!r} is not a duration: give a number and a unit, like 90d, 36h, 10m"
+        )
+    return dt.timedelta(**{DURATION_UNITS[unit]: float(number)})
+
+
+def format_duration(duration: dt.timedelta) -> str:
+    """The shortest of ``7d``, ``3h``, ``10m``, ``45s`` that says ``duration`` exactly."""
     seconds = int(duration.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:

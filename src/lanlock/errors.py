@@ -36,6 +36,7 @@ __all__ = [
     "NO_IOT_BOX_LINE",
     "REFUSAL_CODES",
     "REFUSAL_REASONS",
+    "STATUS_REASONS",
     "SUBSCRIPTION_NOT_IN_PROGRESS",
     "CatalogueEntry",
     "UnknownCodeError",
@@ -275,6 +276,8 @@ _BOX_ENTRIES = (
             "issuance_limited, more new certificates for this box or its subscription in a day "
             "than a box ever needs (a box that loses its TLS key at every start). The cloud asks "
             "the box to wait before trying again.",
+            "503 with the code ca_rate_limited: the certificate authority's rate limits are "
+            "spent for now; the cloud names when to come back, renewals nearest expiry first.",
             "401: the cloud rejected the box's signed request, most often because the box's "
             "clock is more than 5 minutes off.",
             "Other 4xx (400, 404, 413): the box's software may be out of date for the cloud, or "
@@ -468,6 +471,53 @@ _REFUSAL_ENTRIES = (
 BOX_ERRORS: dict[str, CatalogueEntry] = {entry.code: entry for entry in _BOX_ENTRIES}
 REFUSAL_REASONS: dict[str, CatalogueEntry] = {entry.code: entry for entry in _REFUSAL_ENTRIES}
 
+ISSUANCE_LIMITED = "issuance_limited"  # 429: the cloud's own budget of new certificates
+CA_RATE_LIMITED = "ca_rate_limited"  # 503: the certificate authority's rate limits
+
+# The codes a cloud gives with a "wait" status (429, 503), shown as the reason of
+# ERR_IOT_HTTPS_LOAD_REQUEST_STATUS: not refusals (the box is eligible), so not in the six.
+_STATUS_REASON_ENTRIES = (
+    CatalogueEntry(
+        code=ISSUANCE_LIMITED,
+        meaning=(
+            "This box, or its subscription's boxes, got more new certificates in a day than a "
+            "box ever needs; the cloud asks it to wait (status 429)."
+        ),
+        causes=(
+            "The box loses its TLS key at every start (its data folder's `tls` folder is wiped "
+            "or not kept), so each start asks for a new certificate.",
+            "Many boxes of the subscription were reset at once.",
+        ),
+        fix=(
+            "Nothing to do for the wait itself: the box asks again when the cloud said.",
+            "Make sure the box's data folder keeps its `tls` folder across restarts and updates.",
+        ),
+    ),
+    CatalogueEntry(
+        code=CA_RATE_LIMITED,
+        meaning=(
+            "The certificate authority's rate limits for the vendor's zone are spent for now "
+            "(status 503); the cloud asks the box to come back when they free up."
+        ),
+        causes=(
+            "Many new boxes asked for their first certificate in the same week: a public CA "
+            "allows a registered domain about 50 new certificates a week.",
+            "This box asked for several new certificates in a few days (a new TLS key each "
+            "time): a CA allows about 5 certificates for the same names a week.",
+            "The certificate authority itself answered that a limit was reached.",
+        ),
+        fix=(
+            "Nothing to do on the box: it keeps serving any certificate that is still valid and "
+            "asks again at the time the cloud named; renewals closest to expiry go first.",
+            "If boxes wait for days, contact the vendor: it can ask the CA for higher limits or "
+            "put its zone on the Public Suffix List.",
+            "Make sure the box's data folder keeps its `tls` folder: a box that keeps its key "
+            "needs no new certificate until renewal.",
+        ),
+    ),
+)
+STATUS_REASONS: dict[str, CatalogueEntry] = {e.code: e for e in _STATUS_REASON_ENTRIES}
+
 # One-line notes for the status code, by HTTP status or status class.
 _STATUS_NOTES: dict[int | str, str] = {
     401: (
@@ -562,7 +612,8 @@ def describe(code: str | None, reason: str | None = None) -> dict[str, Any]:
         code = LOAD_REQUEST_NO_RESULT
     reason_dict = None
     if reason is not None:
-        reason_entry = REFUSAL_REASONS.get(reason) or _unknown_refusal(str(reason))
+        known_reason = REFUSAL_REASONS.get(reason) or STATUS_REASONS.get(reason)
+        reason_entry = known_reason or _unknown_refusal(str(reason))
         reason_dict = reason_entry.as_dict()
     if code is None:
         return {

@@ -8,6 +8,8 @@ here changes both sides at once: they cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import email.utils
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -110,3 +112,20 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header as seconds from now (RFC 9110 §10.2.3: seconds or an HTTP
+    date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())

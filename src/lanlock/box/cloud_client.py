@@ -7,8 +7,6 @@ key as ``jwk`` in the protected header, a fresh ``iat`` and random ``nonce`` ins
 from __future__ import annotations
 
 import base64
-import datetime as dt
-import email.utils
 import secrets
 import time
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from lanlock import pki
 from lanlock.jws import signed_body
-from lanlock.wire import X509Payload, X509Result
+from lanlock.wire import X509Payload, X509Result, retry_after_seconds
 
 
 def new_nonce() -> str:
@@ -69,23 +67,6 @@ def post_x509(
         headers={"Content-Type": "application/jose+json"},
     )
     return read_answer(response)
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """A ``Retry-After`` header as seconds from now (RFC 9110 §10.2.3: seconds or an HTTP
-    date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 def _short_code(code: object) -> str | None:

@@ -11,7 +11,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from lanlock import defaults
-from lanlock.cloud import admin, authority
+from lanlock.cloud import admin, authority, ca_budget
 from lanlock.cloud.app import MAX_IN_FLIGHT, THREADS
 from lanlock.cloud.authority import AuthorityError
 from lanlock.cloud.issuers.acme import ProfileUnknown
@@ -44,6 +44,15 @@ def store_options(command: Any) -> Any:
         default=None,
         help="the cloud's data folder (secret key, default store)",
     )(command)
+
+
+def _ca_limits(values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        try:
+            ca_budget.parse_limit_setting(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return values
 
 
 def settings_from(data: Path | None, store: str | None, **kw: Any) -> CloudSettings:
@@ -139,6 +148,22 @@ def cloud() -> None:
     metavar="NAME",
     help="the ACME profile to order certificates under (e.g. Let's Encrypt's shortlived or "
     "tlsserver); refused at start unless the CA's directory offers it [default: the CA's own]",
+)
+@click.option(
+    "--ca-limit",
+    multiple=True,
+    metavar="NAME=COUNT/PERIOD",
+    callback=lambda _c, _p, v: _ca_limits(v),
+    help="one of the ACME CA's rate limits the cloud keeps to: certificates_per_domain, "
+    "orders_per_account or duplicates, as 50/7d, or NAME=off; repeatable [default: Let's "
+    "Encrypt's published limits for its directories, none for another CA]",
+)
+@click.option(
+    "--zone-public-suffix",
+    is_flag=True,
+    default=False,
+    help="the zone is on the Public Suffix List: each <scope>.<zone> is a registered domain "
+    "of its own for the CA's per-domain limit",
 )
 @click.option(
     "--zone-dns",

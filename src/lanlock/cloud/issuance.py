@@ -24,8 +24,9 @@ from sqlalchemy.orm import Session
 
 from lanlock import errors, pki
 from lanlock.cloud import throttle
+from lanlock.cloud.ca_budget import BudgetSpent, CABudget, Order
 from lanlock.cloud.eligibility import box_quota
-from lanlock.cloud.issuers import IssuanceError, Issuer, IssuerUnavailable
+from lanlock.cloud.issuers import CARateLimited, IssuanceError, Issuer, IssuerUnavailable
 from lanlock.cloud.metrics import CloudMetrics
 from lanlock.cloud.models import Box, Certificate, IssuanceLease
 from lanlock.cloud.refusals import Refused
@@ -126,11 +127,13 @@ class Issuance:
         budget: throttle.IssuanceBudget,
         lease_seconds: float,
         lease_wait_seconds: float,
+        ca_budget: CABudget | None = None,
     ) -> None:
         self.store = store
         self.issuer = issuer
         self.metrics = metrics
         self.budget = budget
+        self.ca_budget = ca_budget
         self.lease = ScopeLease(store, lease_seconds)
         self.lease_wait_seconds = lease_wait_seconds
 
@@ -142,16 +145,16 @@ class Issuance:
         fingerprint = pki.key_fingerprint(csr.public_key())  # type: ignore[arg-type]
         deadline = time.monotonic() + self.lease_wait_seconds
         delay = 0.01
-        while (taken := self._reuse_or_lease(box, fingerprint, record)) is False:
+        while (taken := self._reuse_or_lease(box, fingerprint, record)) is None:
             if time.monotonic() > deadline:
                 raise IssuerUnavailable("another issuance for this box is still running", 10)
             # Whoever holds the lease is probably issuing what we need: reused once it is done.
             time.sleep(delay + secrets.randbelow(10) / 1000)
             delay = min(delay * 2, 0.25)
-        if taken is not True:  # the certificate to hand out again
+        if not isinstance(taken, Order):  # the certificate to hand out again
             return taken, "reused"
         try:
-            certificate = self._issue(box, csr, fingerprint)
+            certificate = self._issue(box, csr, fingerprint, taken)
             with self.store.transaction() as session:
                 session.add(certificate)
                 self.lease.release_in(session, box.scope)
@@ -164,32 +167,67 @@ class Issuance:
             self.lease.let_go(box.scope)
         return certificate, "issued"
 
-    def _reuse_or_lease(self, box: Box, fingerprint: str, record: Record) -> Row | bool:
+    def _reuse_or_lease(self, box: Box, fingerprint: str, record: Record) -> Row | Order | None:
         """One transaction: the scope's lease, then under it the certificate to hand out again
-        (recorded, the lease given back) if there is one, else the issuance budget (True); False
-        while another holds the lease.
+        (recorded, the lease given back) if there is one, else the issuance budget and the CA's
+        (the order to place); None while another holds the lease.
 
         The lease comes first: a holder commits its certificate and the lease's end together, so
         a lease taken here sees what the holder before it issued (PostgreSQL reads each statement
         at its own start: a reuse check made before the lease could miss a certificate committed
-        between the two, and issue again). A budget spent raises IssuanceLimited, which rolls the
-        lease back with the rest; under the lease one box's requests cannot both pass the count,
-        a subscription's several boxes may overshoot by the requests in flight at once.
+        between the two, and issue again). A budget spent raises IssuanceLimited or BudgetSpent,
+        which rolls the lease back with the rest; under the lease one box's requests cannot both
+        pass the count, a subscription's several boxes may overshoot by the requests in flight
+        at once (the CA's buckets are locked rows: they never overshoot).
         """
         try:
             with self.store.transaction() as session:
                 if not self.lease.acquire_in(session, box.scope):
-                    return False
+                    return None
                 if reusable := reusable_in(session, box.scope, fingerprint):
                     self.lease.release_in(session, box.scope)
                     record(session, reusable, "reused")
                     return reusable
+                now = dt.datetime.now(dt.UTC)
                 slots = box_quota(session, box.subscription_code)
-                throttle.check_budget(session, self.budget, box, slots, dt.datetime.now(dt.UTC))
+                throttle.check_budget(session, self.budget, box, slots, now)
+                order = self._order_in(session, box.scope, now)
+                if self.ca_budget is not None:
+                    self.ca_budget.spend_in(session, order, now)
         except IntegrityError:
-            return False  # another replica inserted the lease first
+            return None  # another replica inserted the lease (or a bucket) first
         self.lease.hold(box.scope)
-        return True
+        return order
+
+    def _order_in(self, session: Session, scope: str, now: dt.datetime) -> Order:
+        """The order for ``scope``, as the CA's budget sees it (from its newest certificate)."""
+        newest = session.execute(
+            select(Certificate.not_before, Certificate.not_after, Certificate.renew_after)
+            .where(Certificate.scope == scope)
+            .order_by(Certificate.not_after.desc())
+            .limit(1)
+        ).first()
+        if newest is None:
+            return Order(scope)
+        # RFC 9773: a renewal that names what it replaces, once the CA's window has come, is
+        # exempt from the CA's limits; an expired certificate cannot be replaced.
+        ari_exempt = (
+            self.issuer.names_replaced
+            and newest.renew_after is not None
+            and newest.renew_after <= now < newest.not_after
+        )
+        return Order(scope, newest.not_before, newest.not_after, ari_exempt)
+
+    def _obey(self, order: Order, limited: CARateLimited) -> None:
+        """Remember the CA's ``rateLimited`` in the store, for every replica; without a budget
+        configured the box is still told to wait as long as the CA asked."""
+        if self.ca_budget is None:
+            return
+        try:
+            with self.store.transaction() as session:
+                self.ca_budget.obey(session, order, str(limited), limited.retry_after)
+        except SQLAlchemyError as exc:
+            log.warning("cannot record the CA's rate limit: %s", exc)
 
     def _newest(self, scope: str) -> x509.Certificate | None:
         """The scope's newest certificate, whatever its key: the one a new order replaces."""
@@ -203,7 +241,7 @@ class Issuance:
         return x509.load_pem_x509_certificate(pem.encode()) if pem else None
 
     def _issue(
-        self, box: Box, csr: x509.CertificateSigningRequest, fingerprint: str
+        self, box: Box, csr: x509.CertificateSigningRequest, fingerprint: str, order: Order
     ) -> Certificate:
         """The issuer's certificate, not yet stored."""
         started = time.perf_counter()
@@ -212,6 +250,9 @@ class Issuance:
             issued = self.issuer.issue(csr, box.scope, replacing)
         except IssuanceError as exc:
             raise Refused(errors.ISSUANCE_FAILED, str(exc)) from None
+        except CARateLimited as exc:
+            self._obey(order, exc)
+            raise BudgetSpent(str(exc), exc.retry_after) from None
         self.metrics.issuance_seconds.labels(self.issuer.name).observe(
             time.perf_counter() - started
         )

@@ -191,3 +191,14 @@ class AcmeAccount(Base):
     key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
     account_uri: Mapped[str | None] = mapped_column(String(500), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CABucket(Base):
+    """One of the ACME CA's rate limits as the cloud spends it (:mod:`lanlock.cloud.ca_budget`):
+    ``full_at`` is when the bucket is full again (a past time or no row: full); ``blocked_until``
+    is a time the CA itself named in a ``rateLimited`` answer, before which nothing is ordered."""
+
+    __tablename__ = "ca_buckets"
+    key: Mapped[str] = mapped_column(String(600), primary_key=True)
+    full_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    blocked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

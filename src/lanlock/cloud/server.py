@@ -23,6 +23,7 @@ from pathlib import Path
 from lanlock import defaults, names
 from lanlock.cloud.app import MAX_IN_FLIGHT, THREADS, Admission, create_app
 from lanlock.cloud.authority import load_or_create_authority
+from lanlock.cloud.ca_budget import BudgetCollector, CABudget, default_limits, limits_with
 from lanlock.cloud.expiry import ExpiryCollector
 from lanlock.cloud.issuers import Issuer
 from lanlock.cloud.issuers.acme import AcmeIssuer, AcmeSettings, check_profile
@@ -63,6 +64,8 @@ class CloudSettings:
     acme_ca_bundle: str | None = None
     acme_email: str | None = None
     acme_profile: str | None = None
+    ca_limit: tuple[str, ...] = ()  # --ca-limit NAME=COUNT/PERIOD|NAME=off, over the defaults
+    zone_public_suffix: bool = False
     zone_dns: tuple[tuple[str, int], ...] = ()
     lease_seconds: float = defaults.LEASE_SECONDS
     metrics_token: str | None = None
@@ -95,6 +98,9 @@ def build_service(settings: CloudSettings, store: Store | None = None) -> X509Se
     metrics = CloudMetrics()
     metrics.add_collector(ExpiryCollector(store))
     issuer = make_issuer(settings, store, zone, secret, metrics)
+    budget = ca_budget_of(settings, zone)
+    if budget is not None:
+        metrics.add_collector(BudgetCollector(store, budget))
     return X509Service(
         store,
         issuer,
@@ -104,6 +110,7 @@ def build_service(settings: CloudSettings, store: Store | None = None) -> X509Se
             failure_window=settings.failure_window,
             lease_seconds=settings.lease_seconds,
             audit_days=settings.audit_days,
+            ca_budget=budget,
             issuance=IssuanceBudget(
                 per_box=settings.box_issuance_limit,
                 per_box_slot=settings.subscription_issuance_factor,
@@ -112,6 +119,16 @@ def build_service(settings: CloudSettings, store: Store | None = None) -> X509Se
         ),
         metrics,
     )
+
+
+def ca_budget_of(settings: CloudSettings, zone: str) -> CABudget | None:
+    """The CA's rate limits the cloud keeps to: Let's Encrypt's for its directories, changed by
+    ``--ca-limit``; None when there are none (the embedded CA, an ACME CA not known here)."""
+    directory = settings.acme_directory if settings.issuer == "acme" else None
+    limits = limits_with(default_limits(directory), settings.ca_limit)
+    if not limits:
+        return None
+    return CABudget(limits, zone, directory or "embedded", settings.zone_public_suffix)
 
 
 def make_issuer(

@@ -23,8 +23,6 @@ from sqlalchemy.orm import Session
 
 from lanlock.cloud.models import Box, Certificate
 
-ISSUANCE_LIMITED = "issuance_limited"
-
 
 @dataclass(frozen=True)
 class IssuanceBudget:

@@ -45,6 +45,7 @@ from lanlock.cloud import (
     registration,
     throttle,
 )
+from lanlock.cloud.ca_budget import BudgetSpent, CABudget
 from lanlock.cloud.issuance import Issuance
 from lanlock.cloud.issuers import Issuer, IssuerUnavailable
 from lanlock.cloud.jws import MalformedRequest, SignedRequest, Unauthorized, verify_request
@@ -77,6 +78,7 @@ class X509Settings:
     failure_window: float = defaults.FAILURE_WINDOW
     issuance: throttle.IssuanceBudget = field(default_factory=throttle.IssuanceBudget)
     audit_days: float = 400.0  # a year and a month: this year's events beside last year's
+    ca_budget: CABudget | None = None  # the ACME CA's rate limits, when it has any
 
 
 @dataclass
@@ -114,6 +116,7 @@ class X509Service:
             settings.issuance,
             settings.lease_seconds,
             settings.lease_wait_seconds,
+            settings.ca_budget,
         )
 
     # --- the request ----------------------------------------------------------------------
@@ -136,11 +139,19 @@ class X509Service:
                 {"Retry-After": str(exc.retry_after)},
             )
         except throttle.IssuanceLimited as exc:
-            self.audit.write("limited", throttle.ISSUANCE_LIMITED, request, source, exc.detail)
-            self.metrics.count("limited", throttle.ISSUANCE_LIMITED)
+            self.audit.write("limited", errors.ISSUANCE_LIMITED, request, source, exc.detail)
+            self.metrics.count("limited", errors.ISSUANCE_LIMITED)
             return Answer(
                 429,
-                {"detail": exc.detail, "code": throttle.ISSUANCE_LIMITED},
+                {"detail": exc.detail, "code": errors.ISSUANCE_LIMITED},
+                {"Retry-After": str(exc.retry_after)},
+            )
+        except BudgetSpent as exc:
+            self.audit.write("limited", errors.CA_RATE_LIMITED, request, source, exc.detail)
+            self.metrics.count("limited", errors.CA_RATE_LIMITED)
+            return Answer(
+                503,
+                {"detail": exc.detail, "code": errors.CA_RATE_LIMITED},
                 {"Retry-After": str(exc.retry_after)},
             )
         except Refused as exc:
@@ -183,7 +194,7 @@ class X509Service:
 
         try:
             certificate, outcome = self.issuance.certificate_for(box, csr, record)
-        except (Refused, IssuerUnavailable, throttle.IssuanceLimited):
+        except (Refused, IssuerUnavailable, throttle.IssuanceLimited, BudgetSpent):
             if registered_here:
                 registration.unregister(self.store, box.box_id)
             raise
@@ -243,6 +254,7 @@ class X509Service:
             nonces.sweep(session, now)
             self.failures.sweep(session, now)
             self.audit.sweep(session, now)
+            CABudget.sweep(session, now)
 
     def sweep_in_background(self, interval: float = SWEEP_SECONDS) -> None:
         """:meth:`sweep` now and every ``interval`` seconds on a thread of its own, so that no

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,10 +42,11 @@ from sqlalchemy.exc import IntegrityError
 from acme import challenges, client, messages
 from acme import errors as acme_errors
 from lanlock import names, pki
-from lanlock.cloud.issuers.base import IssuanceError, Issued, IssuerUnavailable
+from lanlock.cloud.issuers.base import CARateLimited, IssuanceError, Issued, IssuerUnavailable
 from lanlock.cloud.metrics import CloudMetrics
 from lanlock.cloud.models import AcmeAccount, ChallengeRecord
 from lanlock.store import Store
+from lanlock.wire import retry_after_seconds
 
 log = logging.getLogger("lanlock.cloud.acme")
 T = TypeVar("T")
@@ -52,6 +54,9 @@ T = TypeVar("T")
 USER_AGENT = "lanlock-cloud"
 CHALLENGE_LIFETIME = dt.timedelta(minutes=10)  # a crashed cloud's values expire on their own
 UNAVAILABLE_RETRY_AFTER = 30
+# A rateLimited answer without Retry-After: Let's Encrypt's slowest refill is hours; an hour
+# keeps the fleet from hammering a CA that did not say.
+RATE_LIMITED_RETRY_AFTER = 3600
 
 
 @dataclass
@@ -149,6 +154,24 @@ class PatientNetwork(client.ClientNetwork):
                 log.debug("the CA rejected our nonces; retrying with fresh ones")
                 self.on_bad_nonce()
         return super().post(*args, **kwargs)
+
+    @classmethod
+    def _check_response(
+        cls, response: requests.Response, content_type: str | None = None
+    ) -> requests.Response:
+        """A ``rateLimited`` problem with the CA's ``Retry-After``: the library raises the
+        problem without the response's headers, and that header is when to ask again
+        (RFC 8555 §6.6). Overrides a private method the library calls for every answer."""
+        try:
+            return super()._check_response(response, content_type)
+        except messages.Error as error:
+            if error.code != "rateLimited":
+                raise
+            asked = retry_after_seconds(response.headers.get("Retry-After"))
+            raise CARateLimited(
+                f"the ACME CA limits this account: {error.detail or error.code}",
+                math.ceil(asked) if asked is not None else RATE_LIMITED_RETRY_AFTER,
+            ) from None
 
 
 class ReplacingOrder(messages.NewOrder):
@@ -490,7 +513,7 @@ class AcmeIssuer:
                 f"cannot reach the ACME CA: {type(exc).__name__}", UNAVAILABLE_RETRY_AFTER
             ) from None
         except messages.Error as exc:
-            if exc.code in ("serverInternal", "rateLimited"):
+            if exc.code == "serverInternal":
                 raise IssuerUnavailable(
                     f"the ACME CA is failing: {exc.detail or exc.code}", UNAVAILABLE_RETRY_AFTER
                 ) from None

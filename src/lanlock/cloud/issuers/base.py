@@ -28,6 +28,11 @@ class IssuerUnavailable(RuntimeError):
         self.retry_after = retry_after
 
 
+class CARateLimited(IssuerUnavailable):
+    """The CA answered ``rateLimited`` (RFC 8555 §6.7): nothing of that limit is ordered
+    before its ``Retry-After`` (:meth:`lanlock.cloud.ca_budget.CABudget.obey`)."""
+
+
 class Issuer(Protocol):
     name: str
     # True when the CA insists that the CSR name exactly what it certifies (every ACME CA does).
