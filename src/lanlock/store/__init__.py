@@ -152,10 +152,19 @@ def _make_private_file(path: Path) -> None:
 
     The stores hold subscription codes, box tokens and the encrypted CA: readable by their owner
     only. SQLite gives the ``-wal`` and ``-shm`` files the database file's own mode.
+
+    An existing file is not opened at all. Closing any descriptor of a file drops every POSIX
+    lock the process holds on it, so opening and closing the store here, behind the back of a
+    connection this process already has on it (a second Store on one file), dropped that
+    connection's locks: another process then took the WAL for unused and reset it, and the
+    rows in it were lost ("disk I/O error", a short read, for every reader after).
     """
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+        if not path.exists():
+            os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass  # another process made it just now
     except OSError as exc:
         raise StoreConfigError(
             f"cannot make the store {path}: {exc.strerror}; choose another --store"
