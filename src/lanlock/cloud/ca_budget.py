@@ -163,9 +163,12 @@ class BudgetSpent(Exception):
 
 @dataclass(frozen=True)
 class Bucket:
+    """A limit's bucket for one key; without a limit (none configured) it only holds what the CA
+    itself asked for."""
+
     name: str
     key: str
-    limit: Limit
+    limit: Limit | None
 
     @property
     def row_key(self) -> str:
@@ -173,12 +176,14 @@ class Bucket:
 
     def tokens(self, full_at: dt.datetime | None, now: dt.datetime) -> float:
         """Tokens in the bucket now: full once ``full_at`` has passed."""
+        assert self.limit is not None
         if full_at is None or full_at <= now:
             return float(self.limit.count)
         return max(0.0, (self.limit.period - (full_at - now)) / self.limit.interval)
 
     def wait_for(self, needed: int, full_at: dt.datetime, now: dt.datetime) -> dt.timedelta:
         """How long until the bucket holds ``needed`` tokens."""
+        assert self.limit is not None
         return full_at - self.limit.period + needed * self.limit.interval - now
 
 
@@ -203,6 +208,7 @@ class CABudget:
         buckets = [] if order.ari_exempt else self._buckets(order)
         rows = {bucket: self._row(session, bucket) for bucket in buckets}
         self._refuse_if_blocked(rows.values(), now)
+        rows = {bucket: row for bucket, row in rows.items() if bucket.limit is not None}
         for bucket, row in rows.items():
             needed = 1 + self._reserve(bucket, order, now)
             full_at = row.full_at if row is not None else None
@@ -259,8 +265,8 @@ class CABudget:
             DUPLICATES: order.scope,
         }
         return [
-            Bucket(name, keys[name], limit)
-            for name, limit in self.limits.items()
+            Bucket(name, keys[name], self.limits.get(name))
+            for name in LIMIT_NAMES
             if not order.renewal or name in RENEWALS_SPEND
         ]
 
@@ -277,7 +283,7 @@ class CABudget:
             name, key = PER_ACCOUNT, self.account
         else:
             name, key = PER_DOMAIN, self._registered_domain(order.scope)
-        return Bucket(name, key, self.limits.get(name, Limit(1, dt.timedelta(seconds=1))))
+        return Bucket(name, key, self.limits.get(name))
 
     @staticmethod
     def _row(session: Session, bucket: Bucket) -> CABucket | None:
@@ -296,6 +302,7 @@ class CABudget:
     @staticmethod
     def _spend(session: Session, bucket: Bucket, row: CABucket | None, now: dt.datetime) -> None:
         """One token taken: the bucket is full again one interval later than it was."""
+        assert bucket.limit is not None
         if row is None:
             session.add(CABucket(key=bucket.row_key, full_at=now + bucket.limit.interval))
         else:
@@ -304,6 +311,7 @@ class CABudget:
     @staticmethod
     def _reserve(bucket: Bucket, order: Order, now: dt.datetime) -> int:
         """Tokens this order must leave in the bucket for renewals nearer their expiry."""
+        assert bucket.limit is not None
         if bucket.name not in RENEWALS_SPEND:
             return 0  # only first certificates spend it: nothing to keep for renewals
         reserve = max(1, round(bucket.limit.count * RESERVE_SHARE))

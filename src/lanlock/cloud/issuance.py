@@ -268,5 +268,6 @@ class Issuance:
             not_after=issued.leaf.not_valid_after_utc,
             x509_pem=pki.to_pem(issued.leaf),
             chain_pem=issued.chain_pem,
-            renew_after=issued.renew_after,
+            renew_after=issued.advice.renew_after,
+            ari_next_check=issued.advice.next_check,
         )

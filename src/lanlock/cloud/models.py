@@ -109,9 +109,12 @@ class Certificate(Base):
     renew_after: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # The subscription it was issued under: the subscription's issuance budget counts by it.
     subscription_code: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # When to ask the CA's renewal information again (its Retry-After); None: never (no ARI).
+    ari_next_check: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
         Index("ix_certificates_scope_key", "scope", "key_fingerprint"),
+        Index("ix_certificates_ari_next_check", "ari_next_check"),
         # the issuance budget, per box and per subscription
         Index("ix_certificates_box_created", "box_id", "created_at"),
         Index("ix_certificates_subscription_created", "subscription_code", "created_at"),

@@ -123,10 +123,11 @@ def build_service(settings: CloudSettings, store: Store | None = None) -> X509Se
 
 def ca_budget_of(settings: CloudSettings, zone: str) -> CABudget | None:
     """The CA's rate limits the cloud keeps to: Let's Encrypt's for its directories, changed by
-    ``--ca-limit``; None when there are none (the embedded CA, an ACME CA not known here)."""
+    ``--ca-limit``. An ACME CA always has a budget, if only to hold what its ``rateLimited``
+    answers ask; the embedded CA has none unless limits are given."""
     directory = settings.acme_directory if settings.issuer == "acme" else None
     limits = limits_with(default_limits(directory), settings.ca_limit)
-    if not limits:
+    if not limits and directory is None:
         return None
     return CABudget(limits, zone, directory or "embedded", settings.zone_public_suffix)
 

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from lanlock import defaults, errors, names, pki, renewal
 from lanlock.cloud import (
+    ari,
     audit,
     csr_policy,
     eligibility,
@@ -248,13 +249,15 @@ class X509Service:
         return FirstLook(box=box, csr=csr)
 
     def sweep(self) -> None:
-        """Drop expired nonces, failure counts and audit rows past their retention."""
+        """Drop expired nonces, failure counts, audit rows past their retention and full CA
+        buckets; ask the CA's renewal information again where its time has come."""
         now = dt.datetime.now(dt.UTC)
         with self.store.transaction() as session:
             nonces.sweep(session, now)
             self.failures.sweep(session, now)
             self.audit.sweep(session, now)
             CABudget.sweep(session, now)
+        ari.refresh_due(self.store, self.issuer, now)
 
     def sweep_in_background(self, interval: float = SWEEP_SECONDS) -> None:
         """:meth:`sweep` now and every ``interval`` seconds on a thread of its own, so that no

@@ -42,7 +42,14 @@ from sqlalchemy.exc import IntegrityError
 from acme import challenges, client, messages
 from acme import errors as acme_errors
 from lanlock import names, pki
-from lanlock.cloud.issuers.base import CARateLimited, IssuanceError, Issued, IssuerUnavailable
+from lanlock.cloud.issuers.base import (
+    NO_ADVICE,
+    CARateLimited,
+    IssuanceError,
+    Issued,
+    IssuerUnavailable,
+    RenewalAdvice,
+)
 from lanlock.cloud.metrics import CloudMetrics
 from lanlock.cloud.models import AcmeAccount, ChallengeRecord
 from lanlock.store import Store
@@ -57,6 +64,8 @@ UNAVAILABLE_RETRY_AFTER = 30
 # A rateLimited answer without Retry-After: Let's Encrypt's slowest refill is hours; an hour
 # keeps the fleet from hammering a CA that did not say.
 RATE_LIMITED_RETRY_AFTER = 3600
+# Renewal information that could not be fetched is asked again after this (RFC 9773 §4.3.3).
+ARI_RETRY_ON_FAILURE = dt.timedelta(hours=6)
 
 
 @dataclass
@@ -366,19 +375,29 @@ class AcmeIssuer:
             raise IssuanceError("the CA returned no certificate")
         leaf = certificates[0]
         chain_pem = "".join(pki.to_pem(c) for c in certificates[1:])
-        return Issued(leaf=leaf, chain_pem=chain_pem, renew_after=self._renewal_time(acme, leaf))
+        return Issued(leaf=leaf, chain_pem=chain_pem, advice=self._advice(acme, leaf))
+
+    def renewal_advice(self, leaf: x509.Certificate) -> RenewalAdvice:
+        """The CA's renewal information of ``leaf`` now, for the cloud's maintenance round."""
+        try:
+            acme = self._translate(self._account_client)
+        except (IssuerUnavailable, IssuanceError) as exc:
+            log.warning("renewal information unavailable: %s", exc)
+            return RenewalAdvice(next_check=dt.datetime.now(dt.UTC) + ARI_RETRY_ON_FAILURE)
+        return self._advice(acme, leaf)
 
     @staticmethod
-    def _renewal_time(acme: client.ClientV2, leaf: x509.Certificate) -> dt.datetime | None:
-        """The CA's suggested renewal time (ARI) when it offers one; None otherwise."""
+    def _advice(acme: client.ClientV2, leaf: x509.Certificate) -> RenewalAdvice:
+        """A time in the CA's suggested window (RFC 9773), and when to ask again; NO_ADVICE from
+        a CA that offers no renewal information."""
+        if "renewalInfo" not in acme.directory.to_partial_json():
+            return NO_ADVICE
         try:
-            suggested, _ = acme.renewal_time(leaf.public_bytes(serialization.Encoding.PEM))
+            suggested, next_check = acme.renewal_time(leaf.public_bytes(serialization.Encoding.PEM))
         except (acme_errors.Error, requests.RequestException, ValueError) as exc:
             log.warning("renewal information unavailable: %s", exc)
-            return None
-        if suggested is None:
-            return None
-        return suggested if suggested.tzinfo else suggested.replace(tzinfo=dt.UTC)
+            return RenewalAdvice(next_check=dt.datetime.now(dt.UTC) + ARI_RETRY_ON_FAILURE)
+        return RenewalAdvice(_aware(suggested), _aware(next_check))
 
     # --- the challenge records ---------------------------------------------------------------
 
@@ -464,7 +483,12 @@ class AcmeIssuer:
         try:
             account = acme.new_account(registration)
         except acme_errors.ConflictError as existing:  # this key is already registered
-            account = acme.query_registration(messages.RegistrationResource(uri=existing.location))
+            # The library queries with ``onlyReturnExisting`` set on the body it is given: without
+            # one (None) every process after the first that registered the key failed here.
+            known = messages.RegistrationResource(
+                uri=existing.location, body=messages.Registration()
+            )
+            account = acme.query_registration(known)
         net.account = account
         if account.uri != uri:
             self._remember_account_uri(account.uri)
@@ -529,6 +553,13 @@ class AcmeIssuer:
                     f"the ACME CA answered HTTP {response.status_code}", UNAVAILABLE_RETRY_AFTER
                 ) from None
             raise IssuanceError(f"the ACME exchange failed: {exc}") from None
+
+
+def _aware(moment: dt.datetime | None) -> dt.datetime | None:
+    """The acme library's times are naive local time (``datetime.now()``); ours are UTC."""
+    if moment is None:
+        return None
+    return moment.astimezone(dt.UTC)
 
 
 def _authorization_problem(authz: messages.AuthorizationResource) -> str:

@@ -10,10 +10,21 @@ from cryptography import x509
 
 
 @dataclass(frozen=True)
+class RenewalAdvice:
+    """What a CA's renewal information (ACME ARI, RFC 9773) says of one certificate."""
+
+    renew_after: dt.datetime | None = None  # a time drawn in the CA's suggested window
+    next_check: dt.datetime | None = None  # when to ask again (its Retry-After); None: never
+
+
+NO_ADVICE = RenewalAdvice()
+
+
+@dataclass(frozen=True)
 class Issued:
     leaf: x509.Certificate
     chain_pem: str  # the intermediates, PEM, leaf excluded
-    renew_after: dt.datetime | None = None  # the CA's own renewal advice (ACME ARI), if any
+    advice: RenewalAdvice = NO_ADVICE  # the CA's own renewal advice (ACME ARI), if any
 
 
 class IssuanceError(RuntimeError):
@@ -51,4 +62,8 @@ class Issuer(Protocol):
         above. The names come from ``scope`` alone, never from the CSR: the CSR is trusted for
         its key only (and has passed :mod:`lanlock.cloud.csr_policy`). ``replacing``: the
         scope's newest certificate that has not expired, which this one replaces."""
+        ...
+
+    def renewal_advice(self, leaf: x509.Certificate) -> RenewalAdvice:
+        """The CA's renewal information of ``leaf`` now (NO_ADVICE when it offers none)."""
         ...

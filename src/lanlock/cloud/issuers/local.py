@@ -7,7 +7,7 @@ import datetime as dt
 from cryptography import x509
 
 from lanlock import names, pki
-from lanlock.cloud.issuers.base import Issued
+from lanlock.cloud.issuers.base import NO_ADVICE, Issued, RenewalAdvice
 
 
 class LocalIssuer:
@@ -29,3 +29,6 @@ class LocalIssuer:
         certified = names.certificate_names(scope, self.zone)
         leaf = self.ca.issue(csr.public_key(), certified, self.lifetime)  # type: ignore[arg-type]
         return Issued(leaf=leaf, chain_pem=self.ca.chain_pem)
+
+    def renewal_advice(self, leaf: x509.Certificate) -> RenewalAdvice:
+        return NO_ADVICE  # the embedded CA never pulls a renewal forward

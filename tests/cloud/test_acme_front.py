@@ -1,0 +1,214 @@
+"""ARI and the CA's ``rateLimited``, end to end: the cloud orders from Debian's pebble through
+lanlock's DNS, with :mod:`tests.acme_front` in between for what pebble 2.4 does not do (renewal
+information, a rate-limit answer). The newOrder bodies are read as the cloud signed them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from sqlalchemy import select, update
+
+from lanlock import pki
+from lanlock.cloud.issuers.acme import ari_cert_id
+from lanlock.cloud.models import AuditEntry, Box, Certificate, cloud_store
+from lanlock.cloud.server import CloudSettings, build_service
+from lanlock.store import Store
+from tests.acme import ask_like_a_box
+from tests.acme_front import AcmeFront, acme_front
+from tests.box.test_lifecycle import give_credentials
+from tests.boxes import Customer, TestBox
+from tests.dns.running import RunningDNS, start_dns
+from tests.pebble import RunningPebble, start_pebble
+from tests.servers import (
+    SECRET_KEY,
+    ZONE,
+    RunningCloud,
+    fresh_store_url,
+    start_box,
+    start_cloud,
+)
+
+CA_RETRY_AFTER = 8
+
+
+@dataclass
+class FrontedSystem:
+    store: Store
+    dns: RunningDNS
+    pebble: RunningPebble
+    front: AcmeFront
+    cloud: RunningCloud
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[FrontedSystem]:
+    with fresh_store_url("sqlite", tmp_path) as url:
+        store = cloud_store(url, pool_size=2)
+        store.migrate()
+        dns = start_dns(url, tmp_path, workers=1)
+        pebble = start_pebble(tmp_path / "pebble", dns.port)
+        try:
+            with acme_front(pebble, tmp_path / "front") as front:
+                cloud = start_cloud(
+                    url,
+                    tmp_path / "cloud",
+                    *("--issuer", "acme", "--acme-directory", front.directory),
+                    *("--acme-ca-bundle", str(front.tls.ca)),
+                    *("--zone-dns", f"127.0.0.1:{dns.port}"),
+                )
+                try:
+                    yield FrontedSystem(store, dns, pebble, front, cloud)
+                finally:
+                    cloud.stop()
+        finally:
+            pebble.stop()
+            dns.stop()
+            store.dispose()
+
+
+def new_key(box: TestBox) -> TestBox:
+    box.tls_key = pki.new_private_key()
+    return box
+
+
+def expired_in_the_store(store: Store, box: TestBox) -> None:
+    """The scope's certificate as if it had run out: its not_after in the past, in the row and
+    in the PEM (the same authority key ID and serial, so the same ARI certificate ID)."""
+    with store.transaction() as session:
+        scope = session.scalar(select(Box.scope).where(Box.box_id == box.box_id))
+        row = session.scalars(select(Certificate).where(Certificate.scope == scope)).first()
+        assert row is not None
+        real = x509.load_pem_x509_certificate(row.x509_pem.encode())
+        key = pki.new_private_key()
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+        expired = (
+            x509.CertificateBuilder()
+            .subject_name(real.subject)
+            .issuer_name(real.issuer)
+            .public_key(real.public_key())
+            .serial_number(real.serial_number)
+            .not_valid_before(past - dt.timedelta(days=90))
+            .not_valid_after(past)
+            .add_extension(
+                real.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value,
+                critical=False,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        session.execute(
+            update(Certificate)
+            .where(Certificate.scope == scope)
+            .values(x509_pem=pki.to_pem(expired), not_after=past, renew_after=None)
+        )
+
+
+def test_a_live_certificate_is_replaced_and_an_expired_one_ordered_afresh(system):
+    front = system.front
+    customer = Customer.create(system.store)
+    box = TestBox(system.cloud.url)
+    first = ask_like_a_box(box, customer).result
+    assert first is not None
+    assert "replaces" not in front.orders[-1]  # nothing to replace yet
+    # The cloud asked the CA's renewal information of what it issued, and the box was told
+    # the CA's window.
+    leaf = x509.load_pem_x509_certificate(first.x509_pem.encode())
+    assert ari_cert_id(leaf) in front.renewal_info_asked
+    start, end = front.suggested_window()
+    assert first.renew_at is not None
+    assert start <= dt.datetime.fromisoformat(first.renew_at) <= end
+
+    renewed = ask_like_a_box(new_key(box), customer).result
+    assert renewed is not None
+    assert front.orders[-1]["replaces"] == ari_cert_id(leaf)
+
+    expired_in_the_store(system.store, box)
+    afresh = ask_like_a_box(new_key(box), customer).result
+    assert afresh is not None
+    assert "replaces" not in front.orders[-1]
+    named = {tuple(sorted(i["value"] for i in order["identifiers"])) for order in front.orders}
+    assert len(named) == 1 and len(front.orders) == 3  # the scope's two names, each time
+
+
+def test_a_ca_that_says_rate_limited_makes_every_box_wait_until_it_said(system, tmp_path):
+    front = system.front
+    front.rate_limited, front.retry_after = 1, CA_RETRY_AFTER
+    customer = Customer.create(system.store)
+    data = tmp_path / "box"
+    give_credentials(data, customer)
+    box = start_box(data, "--cloud", system.cloud.url, "--retry-first", "0.5", "--retry-cap", "60")
+    try:
+        waiting = box.wait_for(lambda s: s.get("code") == "ERR_IOT_HTTPS_LOAD_REQUEST_STATUS 503")
+        assert waiting["reason"] == "ca_rate_limited"
+        orders_seen = len(front.orders)
+        # Another box meanwhile: told to wait by the cloud, without an order reaching the CA.
+        other = ask_like_a_box(TestBox(system.cloud.url), customer)
+        assert (other.status, other.refusal_code) == (503, "ca_rate_limited")
+        assert other.retry_after is not None and 0 < other.retry_after <= CA_RETRY_AFTER * 1.5
+        assert len(front.orders) == orders_seen
+        valid = box.wait_for(lambda s: s.get("state") == "valid", timeout=90)
+        assert valid["code"] is None
+    finally:
+        box.stop()
+    with system.store.transaction() as session:
+        box_id = session.scalar(select(Box.box_id).where(Box.subscription_code == customer.code))
+        rows = session.execute(
+            select(AuditEntry.at, AuditEntry.outcome, AuditEntry.code)
+            .where(AuditEntry.box_id == box_id)
+            .order_by(AuditEntry.id)
+        ).all()
+    limited = [row.at for row in rows if row.code == "ca_rate_limited"]
+    issued = [row.at for row in rows if row.outcome == "issued"]
+    assert len(limited) == 1 and len(issued) == 1, rows
+    # The box came back no sooner than the CA asked, and did not ask in between.
+    assert (issued[0] - limited[0]).total_seconds() >= CA_RETRY_AFTER - 0.5
+    assert [row.outcome for row in rows].index("issued") == len(rows) - 1
+
+
+def test_a_window_the_ca_moves_into_the_past_is_fetched_on_its_schedule_and_renews_now(
+    system, tmp_path, monkeypatch
+):
+    front = system.front
+    customer = Customer.create(system.store)
+    box = TestBox(system.cloud.url)
+    first = ask_like_a_box(box, customer).result
+    assert first is not None
+    with system.store.transaction() as session:
+        row = session.scalars(select(Certificate).where(Certificate.serial != "")).one()
+        asked_at, next_check = row.created_at, row.ari_next_check
+    # The CA's Retry-After (6 hours) is when the cloud asks again.
+    assert next_check is not None
+    assert abs((next_check - asked_at).total_seconds() - 21600) < 60
+    # The CA pulls the renewal forward (a revocation coming); six hours pass.
+    now = dt.datetime.now(dt.UTC)
+    front.window = (now - dt.timedelta(hours=1), now - dt.timedelta(minutes=1))
+    with system.store.transaction() as session:
+        session.execute(update(Certificate).values(ari_next_check=now - dt.timedelta(seconds=1)))
+    monkeypatch.setenv("LANLOCK_SECRET_KEY", SECRET_KEY)
+    service = build_service(
+        CloudSettings(
+            data_dir=tmp_path / "cloud",
+            store_url=system.cloud.store_url,
+            zone=ZONE,
+            issuer="acme",
+            acme_directory=front.directory,
+            acme_ca_bundle=str(front.tls.ca),
+            zone_dns=(("127.0.0.1", system.dns.port),),
+        ),
+        system.store,
+    )
+    asked_before = len(front.renewal_info_asked)
+    service.sweep()  # the maintenance round
+    assert len(front.renewal_info_asked) == asked_before + 1
+    # The box asking again with the same key is not handed the old certificate: renewed now,
+    # replacing it.
+    again = ask_like_a_box(box, customer).result
+    assert again is not None and again.x509_pem != first.x509_pem
+    leaf = x509.load_pem_x509_certificate(first.x509_pem.encode())
+    assert front.orders[-1]["replaces"] == ari_cert_id(leaf)
