@@ -9,6 +9,7 @@ root must fail with ERR_CERT_AUTHORITY_INVALID.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import importlib.util
 import os
 import re
@@ -19,12 +20,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import update
 
+from lanlock import errors, pki
 from lanlock.box.settings import load_config
 from lanlock.box.tls_store import TLSStore
 from lanlock.cloud.models import Database, cloud_store
+from lanlock.store.types import utcnow
+from tests.console.running import pair, report
 from tests.realparts import require
 from tests.servers import RunningBox, free_port, lanlock_command, start_box
 from tests.test_demo import running_demo
@@ -136,11 +141,16 @@ def log_in(page: object, system: DemoSystem) -> None:
     page.wait_for_url(re.compile(r".*/iot$"))  # type: ignore[attr-defined]
 
 
-def pair_new_box(page: object, system: DemoSystem, data: Path, *extra: str) -> RunningBox:
-    """Make a pairing link in the console's page, and connect a new box with it."""
+def pairing_link(page: object, system: DemoSystem) -> str:
+    """Make a pairing link in the console's page."""
     page.goto(system.console + "/iot/pairing")  # type: ignore[attr-defined]
     page.click("form[action='/iot/pairing'] button[type=submit]")  # type: ignore[attr-defined]
-    link = page.input_value("#pair-link")  # type: ignore[attr-defined]
+    return page.input_value("#pair-link")  # type: ignore[attr-defined]
+
+
+def pair_new_box(page: object, system: DemoSystem, data: Path, *extra: str) -> RunningBox:
+    """Make a pairing link in the console's page, and connect a new box with it."""
+    link = pairing_link(page, system)
     connect = subprocess.run(
         lanlock_command("box", "connect", link, "--data", str(data), "--address", "127.0.0.1"),
         capture_output=True,
@@ -288,3 +298,65 @@ def test_removing_a_box_in_the_console_makes_it_forget_console_and_certificate(s
                 time.sleep(0.5)
         finally:
             box.stop()
+
+
+# Two LAN addresses of one box, an IPv4 and an IPv6 (docs/design.md §2): two links on its card.
+EARLY_WARNING_URLS = [
+    "https://192-168-1-42.abcdefghijklmnop.iot.localhost/",
+    "https://fd00--42.abcdefghijklmnop.iot.localhost/",
+]
+
+
+def a_box_failing_to_renew(page: object, system: DemoSystem) -> str:
+    """A box paired through the console's page that reports, signed with its token, a certificate
+    of 90 days with 12 left while it cannot reach the cloud: its ``box_id``."""
+    device_key = pki.new_private_key()
+    now = utcnow()
+    fields = {
+        "name": "Front till",
+        "address": "192.168.1.42",
+        "url": EARLY_WARNING_URLS[0],
+        "urls": EARLY_WARNING_URLS,
+        "state": "valid",  # it still serves the certificate it has
+        "code": errors.LOAD_REQUEST_EXCEPTION,
+        "not_before": (now - dt.timedelta(days=78)).isoformat(),
+        "not_after": (now + dt.timedelta(days=12, hours=1)).isoformat(),
+    }
+    with httpx.Client(base_url=system.console, timeout=30) as http:
+        answer = pair(http, pairing_link(page, system), device_key, name="Front till")
+        assert answer.status_code == 200, answer.text
+        box_id = pki.box_id_for(device_key.public_key())
+        assert report(http, box_id, answer.json()["token"], fields).status_code == 200
+    return box_id
+
+
+def test_console_warns_of_a_certificate_that_runs_out_unrenewed(system, tmp_path):
+    """The early warning on the card and on the box's page, with its code, what to do and the
+    time left; the page is the README's screenshot."""
+    summary = "Certificate expires in 12 days, renewal failing"
+    fix = errors.box_error(errors.LOAD_REQUEST_EXCEPTION).fix
+    with chromium(tmp_path / "home", system.root) as browser:
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        log_in(page, system)
+        box_id = a_box_failing_to_renew(page, system)
+        try:
+            card = wait_for_card(page, system, box_id, summary)
+            text = card.inner_text()
+            assert "Certificate expiring" in text and errors.LOAD_REQUEST_EXCEPTION in text
+            assert fix[0] in text  # the catalogue's first step, as the card shows it
+            for url in EARLY_WARNING_URLS:
+                assert card.locator(f"a[href='{url}']").count() == 1
+
+            page.goto(f"{system.console}/iot/boxes/{box_id}")
+            warning = page.locator("#early-warning")
+            assert warning.is_visible() and summary in warning.inner_text()
+            assert fix[0] in page.inner_text("#error")
+            screenshot(page, "console-early-warning", tmp_path)
+        finally:
+            page.goto(f"{system.console}/iot/boxes/{box_id}")
+            page.click("#remove summary")
+            with page.expect_navigation():
+                page.click("#remove button[type=submit]")
+            page.click("#removing summary")
+            with page.expect_navigation():
+                page.click("#removing button[type=submit]")

@@ -34,6 +34,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from lanlock.console import boxes, pairing, record, sessions
+from lanlock.console.expiry import duration
 from lanlock.console.protocol import ApiError
 from lanlock.console.record import SettingsError
 from lanlock.console_wire import BOX_HEADER, BOX_ID, SIGNATURE_HEADER, STATUS_PATH, TIME_HEADER
@@ -83,13 +84,7 @@ def ago(moment: dt.datetime | None, now: dt.datetime | None = None) -> str:
     if moment is None:
         return ""
     seconds = max(0, int(((now or utcnow()) - moment).total_seconds()))
-    if seconds < 60:
-        return "just now"
-    if seconds < 3600:
-        return f"{seconds // 60} min ago"
-    if seconds < 2 * 86400:
-        return f"{seconds // 3600} h ago"
-    return f"{seconds // 86400} days ago"
+    return "just now" if seconds < 60 else f"{duration(seconds)} ago"
 
 
 def local_path(target: str | None) -> str:
@@ -106,6 +101,7 @@ class Console:
         self.guard = PasswordGuard()
         self.env = templates(TEMPLATES)
         self.env.filters["ago"] = ago
+        self.env.filters["duration"] = duration
 
     # --- rendering -------------------------------------------------------------------------
 

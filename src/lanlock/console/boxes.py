@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from lanlock import errors
 from lanlock.console import protocol
+from lanlock.console.expiry import EarlyWarning, early_warning
 from lanlock.console.models import PairedBox
 from lanlock.console.protocol import refusal
 from lanlock.console_wire import BOX_ID, StatusReport
@@ -33,10 +34,12 @@ class BoxCard:
     name: str
     address: str | None
     url: str | None
+    urls: tuple[str, ...]  # every HTTPS URL of the box, ``url`` first
     state: str
     code: str | None
     reason: str | None
     not_after: dt.datetime | None
+    not_before: dt.datetime | None
     version: str | None
     paired_at: dt.datetime
     last_seen_at: dt.datetime
@@ -49,10 +52,13 @@ class BoxCard:
             name=box.name,
             address=box.address,
             url=box.url,
+            # A row an older box last wrote has no list: its one URL is ``url``.
+            urls=tuple(box.urls or ([box.url] if box.url else [])),
             state=box.state,
             code=box.code,
             reason=box.reason,
             not_after=box.not_after,
+            not_before=box.not_before,
             version=box.version,
             paired_at=box.paired_at,
             last_seen_at=box.last_seen_at,
@@ -75,10 +81,17 @@ class BoxCard:
         silence = (now or utcnow()) - self.last_seen_at
         return silence if silence > QUIET_AFTER else None
 
-    def as_dict(self) -> dict[str, Any]:
+    def warning(self, now: dt.datetime | None = None) -> EarlyWarning | None:
+        """The early warning when the certificate runs out unrenewed (:mod:`.expiry`)."""
+        return early_warning(self, now)
+
+    def as_dict(self, now: dt.datetime | None = None) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("not_after", "paired_at", "last_seen_at"):
+        for key in ("not_after", "not_before", "paired_at", "last_seen_at"):
             data[key] = data[key].isoformat() if data[key] else None
+        data["urls"] = list(self.urls)
+        warning = self.warning(now)
+        data["warning"] = warning.as_dict() if warning else None
         return data
 
 
@@ -116,6 +129,7 @@ def _apply(box: PairedBox, report: StatusReport, moment: int) -> None:
     box.name = report.name or box.name
     box.address, box.url, box.state = report.address, report.url, report.state
     box.code, box.reason, box.not_after = report.code, report.reason, report.not_after_time()
+    box.not_before, box.urls = report.not_before_time(), list(report.urls)
     box.version = report.version
 
 

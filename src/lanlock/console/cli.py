@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from lanlock.masking import masked_code
 from lanlock.names import InvalidName
 from lanlock.passwords import PASSWORD_FILE
 from lanlock.store import Store, StoreConfigError
+from lanlock.store.types import utcnow
 
 
 def console_options(command: Any) -> Any:
@@ -171,17 +173,24 @@ def settings(
 @json_flag
 def list_boxes(data: Path | None, store: str | None, as_json: bool) -> None:
     """List the paired boxes: state or error code, HTTPS URL, validity, last report."""
+    # A box whose certificate runs out unrenewed (lanlock.console.expiry) ends its line with
+    # "! <summary>"; its JSON carries "warning" (null otherwise).
     opened, _ = _open(data, store)
     cards = box_cards.cards(opened)
-    rows = [card.as_dict() | {"meaning": (card.help or {}).get("meaning")} for card in cards]
-    lines = [
+    now = utcnow()  # one moment for the whole list
+    rows = [card.as_dict(now) | {"meaning": (card.help or {}).get("meaning")} for card in cards]
+    emit(rows, as_json, "\n".join(_box_line(card, now) for card in cards) or "no boxes")
+
+
+def _box_line(c: box_cards.BoxCard, now: dt.datetime) -> str:
+    line = (
         f"{c.box_id}  {c.name}  {'removing' if c.removed else c.state}"
         f"{'  ' + c.help['code'] if c.help else ''}"
-        f"  {c.url or '-'}  until {c.not_after.isoformat() if c.not_after else '-'}"
+        f"  {' '.join(c.urls) or '-'}  until {c.not_after.isoformat() if c.not_after else '-'}"
         f"  seen {c.last_seen_at.isoformat(timespec='seconds')}"
-        for c in cards
-    ]
-    emit(rows, as_json, "\n".join(lines) or "no boxes")
+    )
+    warning = c.warning(now)
+    return f"{line}  ! {warning.summary}" if warning else line
 
 
 @console.command()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from sqlalchemy import BigInteger, Integer, LargeBinary, String
+from sqlalchemy import JSON, BigInteger, Integer, LargeBinary, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from lanlock.store import Schema, Store
@@ -65,6 +65,12 @@ class PairedBox(Base):
     code: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(String(64))
     not_after: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # With not_after, the certificate's lifetime, which the early warning measures (c0003);
+    # None for a box that does not send it (an older box).
+    not_before: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # Every https origin the box reported, one per LAN address, ``url`` first (c0003); None for
+    # rows of an older box, whose ``url`` is then its only one.
+    urls: Mapped[list[str] | None] = mapped_column(JSON())
     version: Mapped[str | None] = mapped_column(String(64))
     paired_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

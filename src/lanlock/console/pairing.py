@@ -167,7 +167,8 @@ def _paired_box(
     box.token = secrets.token_hex(TOKEN_BYTES)
     box.address, box.version = request.address, request.version
     box.state = "paired"
-    box.url = box.code = box.reason = box.not_after = box.reported_at = box.removed_at = None
+    box.url = box.urls = box.code = box.reason = None
+    box.not_after = box.not_before = box.reported_at = box.removed_at = None
     box.paired_at = box.last_seen_at = now
     return box
 
