@@ -646,7 +646,7 @@ def make_box(index: int, folder: Path, customer: Customer, cloud_url: str, opts:
 
     change_config(folder, paired)
     env: dict[str, Any] = {
-        "address": address,
+        "addresses": lambda: (address,),
         "https_port": 443,
         "cloud_url": lambda: cloud_url,
         "cloud_verify": verify,  # one context for all, as a box builds one for --cloud-ca

@@ -177,7 +177,7 @@ def make_box(index: int, folder: Path, db_uuid: str, code: str, verify: ssl.SSLC
     tls = TLSStore(folder / "tls")
     manager = CertificateManager(
         Environment(
-            address=address,
+            addresses=lambda: (address,),
             https_port=443,
             cloud_url=lambda: CLOUD_URL,
             cloud_verify=verify,

@@ -1,9 +1,10 @@
 """The box agent: identity, certificate lifecycle, the HTTP and HTTPS listeners, maintenance.
 
 One process, one asyncio loop: two uvicorn servers (HTTP and HTTPS) share one app, and a
-maintenance task runs ``check()`` when it is due, notices new settings, and puts a raised log
-level back after its time. Blocking work (the cloud request, file writes) runs in threads.
-Nothing here needs a POSIX-only call: the same agent runs on Linux and Windows.
+maintenance task runs ``check()`` when it is due, notices new settings, follows the box's LAN
+addresses, and puts a raised log level back after its time. Blocking work (the cloud request,
+file writes) runs in threads. Nothing here needs a POSIX-only call: the same agent runs on
+Linux and Windows.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from lanlock import __version__, defaults, passwords, pki
-from lanlock.box import console_client, logs
+from lanlock.box import addresses, console_client, logs
 from lanlock.box.identity import load_or_create_device_key
 from lanlock.box.lifecycle import (
     Backoff,
@@ -42,7 +43,7 @@ from lanlock.box.settings import (
 )
 from lanlock.box.tls_server import CertificateSwitch
 from lanlock.box.tls_store import CertificateUnreadable, Pair, PairDamaged, TLSStore
-from lanlock.console_wire import StatusReport
+from lanlock.console_wire import MAX_URLS, StatusReport
 from lanlock.fileio import write_atomic
 
 log = logging.getLogger("lanlock.box.agent")
@@ -50,6 +51,7 @@ log = logging.getLogger("lanlock.box.agent")
 REPORT_RETRY_SECONDS = 10.0
 
 MAINTENANCE_TICK = 0.5
+ANY_ADDRESS = "::"  # --host that listens on every address, IPv4 and IPv6
 
 
 @dataclass
@@ -65,20 +67,7 @@ class BoxSettings:
     retry_cap: float = defaults.RETRY_CAP
     homepage_check_interval: float = defaults.HOMEPAGE_CHECK_INTERVAL
     report_interval: float = defaults.REPORT_INTERVAL
-
-
-def detect_lan_address() -> str:
-    """The address of the interface that carries the default route.
-
-    Connecting a UDP socket sends nothing; it only asks the OS which source address it would
-    use for the destination, which is the default route's interface for any public address.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: never actually reached
-            return probe.getsockname()[0]
-        except OSError:
-            return "127.0.0.1"
+    address_check_interval: float = addresses.READ_INTERVAL
 
 
 class Agent:
@@ -94,7 +83,9 @@ class Agent:
     device_key: ec.EllipticCurvePrivateKey
     box_id: str
     config: BoxConfig
-    address: str
+    # Every LAN address, the first one the box's main URL (lanlock.box.addresses); replaced
+    # whole when they change, so that a reader in another thread sees the old or the new ones.
+    addresses: tuple[str, ...]
     switch: CertificateSwitch
     manager: CertificateManager
 
@@ -104,6 +95,7 @@ class Agent:
         # The agent owns the certificate files; the lifecycle installs through this same store.
         self.tls = TLSStore(self.data_dir / "tls")
         self._config_lock = threading.RLock()
+        self._publish_lock = threading.Lock()
         # The admin password as last read, with the hash it was read for: the file is read again
         # only when the hash changes (a new password), not at every settings read.
         self._password: tuple[str | None, str | None] = (None, None)
@@ -116,6 +108,7 @@ class Agent:
             None,
             True,
         )
+        self._addresses_read_at = float("-inf")  # the maintenance loop's first tick reads them
 
     def start(self) -> Agent:
         """Read or make the device key, the settings and their secrets, and the pair to serve."""
@@ -124,7 +117,7 @@ class Agent:
         self.device_key = load_or_create_device_key(self.data_dir)
         self.box_id = pki.box_id_for(self.device_key.public_key())
         self._load_settings()
-        self.address = self.settings.address or detect_lan_address()
+        self.addresses = self._read_addresses()
         self.switch = CertificateSwitch(self._startup_pair())
         self.manager = self._certificate_manager()
         self._config_mtime = self._settings_mtime()
@@ -139,7 +132,7 @@ class Agent:
     def _certificate_manager(self) -> CertificateManager:
         return CertificateManager(
             Environment(
-                address=self.address,
+                addresses=lambda: self.addresses,
                 https_port=self.settings.https_port,
                 cloud_url=lambda: self.cloud_url,
                 cloud_verify=self._cloud_verify(),
@@ -155,6 +148,11 @@ class Agent:
     @property
     def https_port(self) -> int:
         return self.settings.https_port
+
+    @property
+    def address(self) -> str:
+        """The first LAN address: the one pairing and a status report name."""
+        return self.addresses[0]
 
     @property
     def state(self) -> BoxState:
@@ -313,7 +311,7 @@ class Agent:
             not_after=state.not_after,
             version=__version__,
             not_before=state.not_before,
-            urls=(state.url,) if state.url else (),
+            urls=state.urls[:MAX_URLS],  # more would be refused whole; the first are the main
         )
         result = console_client.report(config.console_url, config.token, report)
         self._last_report = (time.monotonic(), _told(state), result == "ok")
@@ -334,29 +332,33 @@ class Agent:
 
     def check(self, force_new: bool = False) -> BoxState:
         state = self.manager.check(force_new)
-        self._publish(state)
+        self._publish()
         return state
 
     def check_if_stale(self) -> BoxState:
         before = self.manager.state
         state = self.manager.check_if_stale(self.settings.homepage_check_interval)
         if state is not before:
-            self._publish(state)
+            self._publish()
         return state
 
-    def _publish(self, state: BoxState) -> None:
-        status = state.as_dict() | {
-            "box_id": self.box_id,
-            "address": self.address,
-            "name": self.config.name,
-        }
-        write_atomic(self.data_dir / STATE_FILE, json.dumps(status, indent=2).encode())
+    def _publish(self) -> None:
+        """Write the newest state to ``state.json``, one writer at a time: a check that ends as
+        the addresses change must not write its older URLs last."""
+        with self._publish_lock:
+            status = self.manager.state.as_dict() | {
+                "box_id": self.box_id,
+                "address": self.address,
+                "addresses": list(self.addresses),
+                "name": self.config.name,
+            }
+            write_atomic(self.data_dir / STATE_FILE, json.dumps(status, indent=2).encode())
 
     # --- running -----------------------------------------------------------------------------
 
     def build_servers(self) -> list[uvicorn.Server]:
-        # Imported here so that `lanlock box connect`, which needs only detect_lan_address from
-        # this module, does not load Starlette and Jinja2.
+        # Imported here: building an agent, and `lanlock box` commands that load this module,
+        # need not load Starlette and Jinja2.
         from lanlock.box.web import create_app
 
         app = create_app(self)
@@ -391,11 +393,14 @@ class Agent:
             server.should_exit = True
 
     async def _maintain(self) -> None:
-        """Check when due, after new settings, and restore the log level when its time is up."""
+        """Check when due, after new settings, follow the LAN addresses, and restore the log
+        level when its time is up."""
         await asyncio.to_thread(self._forget_certificate_if_disconnected)
         await asyncio.to_thread(self.check)
         while True:
             await asyncio.sleep(MAINTENANCE_TICK)
+            if time.monotonic() - self._addresses_read_at >= self.settings.address_check_interval:
+                await asyncio.to_thread(self._follow_addresses)
             settings_changed = self._settings_mtime() != self._config_mtime
             if settings_changed:
                 self._config_mtime = self._settings_mtime()
@@ -414,6 +419,34 @@ class Agent:
         logs.apply_level(config)
         log.warning("log level back to the default after its time")
 
+    # --- addresses ---------------------------------------------------------------------------
+
+    def _read_addresses(self) -> tuple[str, ...]:
+        """The configured address (``--address`` pins it), else every LAN address found now
+        (an empty ``--address``, as ``LANLOCK_BOX_ADDRESS=""`` gives, is none)."""
+        return (self.settings.address,) if self.settings.address else addresses.lan_addresses()
+
+    def _follow_addresses(self) -> None:
+        """Read the addresses again; when they changed, the URLs follow at once everywhere they
+        are shown (``state.json``, the homepage, the host check, the next report, which the
+        changed state makes due now). No certificate is asked for: its wildcard covers every
+        address label."""
+        self._addresses_read_at = time.monotonic()
+        found = self._read_addresses()
+        if found == self.addresses:
+            return
+        before, self.addresses = self.addresses, found
+        old_urls = self.state.urls
+        state = self.manager.readdress()
+        log.warning(
+            "LAN addresses changed: %s → %s; HTTPS URLs: %s → %s",
+            ", ".join(before),
+            ", ".join(found),
+            ", ".join(old_urls) or "none yet",
+            ", ".join(state.urls) or "none yet",
+        )
+        self._publish()
+
 
 def _told(state: BoxState) -> dict[str, object]:
     """What of a state makes a new report due: all of it but the time of its check."""
@@ -427,11 +460,20 @@ def _default_log_level(config: BoxConfig) -> None:
 
 
 class _Listener(uvicorn.Server):
-    """A uvicorn server that leaves signals to the agent (two servers share one process)."""
+    """A uvicorn server that leaves signals to the agent (two servers share one process), and
+    that listens on IPv4 and IPv6 at once for ``--host ::``."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if sockets is None and self.config.host == ANY_ADDRESS:
+            # asyncio would listen on IPv6 only: a box with IPv4 and IPv6 addresses shows a URL
+            # for each, and must answer at each.
+            address = (ANY_ADDRESS, self.config.port)
+            sockets = [socket.create_server(address, family=socket.AF_INET6, dualstack_ipv6=True)]
+        await super().serve(sockets)
 
 
 def run_agent(settings: BoxSettings) -> None:

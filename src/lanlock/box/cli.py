@@ -11,6 +11,7 @@ import click
 import httpx
 
 from lanlock import defaults, errors, names, passwords, pki
+from lanlock.box import addresses
 from lanlock.box.cloud_client import post_x509, x509_payload
 from lanlock.box.identity import IdentityError, load_or_create_device_key
 from lanlock.box.settings import (
@@ -200,6 +201,14 @@ def _fail(code: str, reason: str | None, detail: str | None, as_json: bool) -> N
     hidden=True,
     help="seconds between status reports to the console when nothing changes",
 )
+@click.option(
+    "--address-check-interval",
+    type=click.FloatRange(0.1),
+    default=addresses.READ_INTERVAL,
+    show_default=True,
+    hidden=True,
+    help="seconds between two readings of the box's LAN addresses (without --address)",
+)
 def run(data: Path | None, cloud_url: str | None, address: str | None, **kw: object) -> None:
     """Run the agent: certificate lifecycle, homepage on HTTP and HTTPS."""
     from lanlock.box.agent import BoxSettings, run_agent
@@ -240,8 +249,9 @@ def status(data: Path | None, as_json: bool) -> None:
 
 def _status_text(state: dict[str, object]) -> str:
     lines = [f"state: {state.get('state')} (checked {state.get('checked_at', 'never')})"]
-    if state.get("url"):
-        lines.append(f"HTTPS URL: {state['url']}")
+    # A state written before the box had several addresses has its one URL only.
+    urls = state.get("urls") or ([state["url"]] if state.get("url") else [])
+    lines.extend(f"HTTPS URL: {url}" for url in urls)
     if state.get("not_after"):
         lines.append(f"valid until: {state['not_after']}")
     if state.get("code"):
@@ -308,12 +318,11 @@ def connect(link: str, data: Path | None, address: str | None) -> None:
     """Pair the box with a console, using the one-time link the console made."""
     from lanlock import __version__
     from lanlock.box import console_client
-    from lanlock.box.agent import detect_lan_address
 
     folder = data_dir(data)
     device_key = load_or_create_device_key(folder)
     seen = _read_json(folder / STATE_FILE)
-    address = address or seen.get("address") or detect_lan_address()
+    address = address or seen.get("address") or addresses.lan_addresses()[0]
     try:
         pairing = console_client.pair(link, device_key, socket.gethostname(), address, __version__)
     except console_client.PairingError as exc:

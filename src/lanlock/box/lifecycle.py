@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -63,7 +63,8 @@ class BoxState:
     code: str | None = None
     reason: str | None = None
     message: str | None = None
-    url: str | None = None
+    url: str | None = None  # the first of ``urls``
+    urls: tuple[str, ...] = ()  # one per LAN address of the box, in the order of its addresses
     not_after: str | None = None
     not_before: str | None = None
     issuer: str | None = None
@@ -107,11 +108,13 @@ class LoadFailed(Exception):
 class Environment:
     """What ``check()`` needs from the agent: where things are, and how to reach the cloud."""
 
-    address: str
     https_port: int
     # The cloud's URL at the moment of asking: the box's --cloud, else the one pairing stored
     # (a console may name it after the agent started), else the default.
     cloud_url: Callable[[], str]
+    # The box's LAN addresses at the moment of asking, the first its main URL's: the agent
+    # follows them as they change (lanlock.box.addresses).
+    addresses: Callable[[], tuple[str, ...]]
     cloud_verify: Any = True  # an ssl.SSLContext with the configured CA, or True (system store)
     device_key: Any = None
 
@@ -160,6 +163,14 @@ class CertificateManager:
                 else f" until {state.not_after}",
             )
             return state
+
+    def readdress(self) -> BoxState:
+        """The last state, with the URLs of the box's addresses as they are now: an address
+        change needs no check and no new certificate (the wildcard covers every label)."""
+        with self._lock:
+            if self.state.url is not None:
+                self.state = self._located(self.state, self.load_config())
+            return self.state
 
     # --- what --------------------------------------------------------------------------------
 
@@ -262,7 +273,7 @@ class CertificateManager:
             config.db_uuid or "",
             config.enterprise_code or "",
             pki.csr_pem(pki.build_csr(key, csr_names)),
-            self.env.address,
+            self.env.addresses()[0],  # informative (docs/design.md §4): the first is enough
         )
 
     def _learned_scope(self, answer: CloudAnswer, config: BoxConfig) -> bool:
@@ -359,13 +370,13 @@ class CertificateManager:
     # --- states ------------------------------------------------------------------------------
 
     def _valid(self, pair: Pair, config: BoxConfig) -> BoxState:
-        return BoxState(
+        state = BoxState(
             "valid",
-            url=self._url(config),
             not_after=pair.leaf.not_valid_after_utc.isoformat(),
             not_before=pair.leaf.not_valid_before_utc.isoformat(),
             issuer=pair.leaf.issuer.rfc4514_string(),
         )
+        return self._located(state, config)
 
     def _failed_load(self, failure: LoadFailed, pair: Pair | None, config: BoxConfig) -> BoxState:
         """The error, and — while it still is — the older certificate that keeps being served."""
@@ -379,7 +390,13 @@ class CertificateManager:
     def _error(self, code: str, reason: str | None, message: str | None = None) -> BoxState:
         return BoxState("error", code=code, reason=reason, message=message)
 
-    def _url(self, config: BoxConfig) -> str | None:
+    def _located(self, state: BoxState, config: BoxConfig) -> BoxState:
+        """``state`` with a URL per address the box has now, once it knows its scope."""
         if not (config.scope and config.zone):
-            return None
-        return names.https_url(self.env.address, config.scope, config.zone, self.env.https_port)
+            return replace(state, url=None, urls=())
+        port = self.env.https_port
+        urls = tuple(
+            names.https_url(address, config.scope, config.zone, port)
+            for address in self.env.addresses()
+        )
+        return replace(state, url=urls[0], urls=urls)

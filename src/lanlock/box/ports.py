@@ -20,8 +20,8 @@ class AgentPort(Protocol):
     def box_id(self) -> str: ...
 
     @property
-    def address(self) -> str:
-        """The LAN address in the box's name and URL."""
+    def addresses(self) -> tuple[str, ...]:
+        """Every LAN address of the box as last read, the first its main URL's."""
 
     @property
     def https_port(self) -> int: ...

@@ -1,19 +1,20 @@
 """The box's homepage and its actions (one app, served on HTTP and HTTPS).
 
 Every request, to any route of either listener, must name the box itself in its ``Host``: one
-of its own IP addresses (v4 or v6, with or without port: the box's LAN address, the address the
-request came in on, and loopback when it came in on loopback), ``localhost`` when it came in on
+of its own IP addresses (v4 or v6, with or without port: the box's LAN addresses as the agent
+last read them, so an address it lost stops counting and a new one counts at once; the address
+the request came in on; loopback when it came in on loopback), ``localhost`` when it came in on
 loopback, or a name under the box's own ``<scope>.<zone>`` once the cloud's first certificate
 answer has told it those. Anything else gets a short 421 and nothing of the box: a page of
 ``attacker.example`` whose name is made to resolve to the box (DNS rebinding) reads nothing and
 posts nothing.
 
-The homepage is readable by anyone on the LAN (docs/design.md §3): the box's name, address and
-``box_id``, its console, its HTTPS URL, the certificate, the error code with its catalogue entry
-(:func:`lanlock.errors.describe`, the same text the CLI and the console show). Opening it runs
-``check_if_stale()`` (at most once per 10 s), so a refresh retries. The log is not on it (it is
-the admin's, downloaded with the password, or the console's, through a signed link), and the
-database UUID and the subscription code appear masked (``••••••1234``).
+The homepage is readable by anyone on the LAN (docs/design.md §3): the box's name, addresses
+and ``box_id``, its console, its HTTPS URLs (one per address), the certificate, the error code
+with its catalogue entry (:func:`lanlock.errors.describe`, the same text the CLI and the console
+show). Opening it runs ``check_if_stale()`` (at most once per 10 s), so a refresh retries. The
+log is not on it (it is the admin's, downloaded with the password, or the console's, through a
+signed link), and the database UUID and the subscription code appear masked (``••••••1234``).
 
 Once the box serves a valid certificate for its name, the admin's forms are served and accepted
 only over HTTPS under that name, where the certificate proves the page is this box's and the
@@ -70,7 +71,7 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lanlock import errors
+from lanlock import errors, names
 from lanlock.box import logs
 from lanlock.box.console_client import PairingError
 from lanlock.box.lifecycle import BoxState
@@ -151,9 +152,17 @@ def under_scope(name: str, config: BoxConfig) -> bool:
     return name == own or name.endswith("." + own)
 
 
-def valid_url(state: BoxState) -> str | None:
-    """The box's HTTPS URL while it serves a valid certificate for its name, else None."""
-    return state.url if state.state == "valid" and state.url else None
+def valid_url(state: BoxState, host: str | None = None) -> str | None:
+    """The box's HTTPS URL while it serves a valid certificate for its name, else None: the URL
+    of the address ``host`` names when it is one of the box's (a box on two networks is reached
+    by the one the browser is on), else the first."""
+    if state.state != "valid" or not state.url:
+        return None
+    address = ip_address(host_name(host))
+    if address is None:
+        return state.url
+    label = names.address_to_label(address) + "."
+    return next((url for url in state.urls if url.startswith(f"https://{label}")), state.url)
 
 
 def download_filename(name: str, now: float | None = None) -> str:
@@ -190,7 +199,7 @@ class OwnHostsOnly:
         address = ip_address(name)
         if address is None:
             return (local and name == "localhost") or under_scope(name, self.agent.config)
-        own = {arrived_on, ip_address(self.agent.address)}
+        own = {arrived_on, *map(ip_address, self.agent.addresses)}
         return address in own or (local and address.is_loopback)
 
 
@@ -242,19 +251,23 @@ class _Pages:
         config = agent.config
         host = request.headers.get("host", "")
         log.debug("homepage opened as %r over %s", host, request.url.scheme)
-        https_url = valid_url(state)
+        https_url = valid_url(state, host)
+        https_name = (urlsplit(https_url).hostname or "") if https_url else ""
         forms = self.forms_here(request, https_url)
         rebinding = https_url is not None and host_is_ip(host)
         csp = None
         if rebinding:
-            csp = CSP.format(connect=_origin_of(state.url or ""))
+            csp = CSP.format(connect=_origin_of(https_url or ""))
         return self.render(
             "home.html",
             csp=csp,
             name=self.box_name(config),
             named=bool(config.name),
             box_id=agent.box_id,
-            address=agent.address,
+            addresses=agent.addresses,
+            https_url=https_url,
+            # The note on a name that does not answer names the address it stands for.
+            https_address=names.label_to_address(https_name.split(".")[0]) if https_name else "",
             https_port=agent.https_port,
             console_url=config.console_url,
             db_uuid_masked=masked_code(config.db_uuid),
@@ -267,8 +280,8 @@ class _Pages:
             forms=forms,
             help=errors.describe(state.code, state.reason) if state.code else None,
             rebinding=rebinding,
-            https_name=urlsplit(state.url).hostname if state.url else "",
-            ping_url=(state.url or "") + "ping",
+            https_name=https_name,
+            ping_url=(https_url or "") + "ping",
             zone=config.zone or "",
             levels=logs.LEVELS,
             level=config.log_level or logs.DEFAULT_LEVEL,
@@ -280,8 +293,10 @@ class _Pages:
 
     async def status(self, _: Request) -> Response:
         state = await run_in_threadpool(self.agent.check_if_stale)
+        addresses = self.agent.addresses
         return JSONResponse(
-            state.as_dict() | {"box_id": self.agent.box_id, "address": self.agent.address}
+            state.as_dict()
+            | {"box_id": self.agent.box_id, "address": addresses[0], "addresses": addresses}
         )
 
     async def ping(self, _: Request) -> Response:
@@ -346,7 +361,7 @@ class _Pages:
             LOG_DOWNLOAD_PATH: self._download_admin,
         }[request.url.path]
         state = self.agent.state
-        https_url = valid_url(state)
+        https_url = valid_url(state, request.headers.get("host"))
         try:
             if state.state == "checking":
                 raise Refused(
