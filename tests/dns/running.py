@@ -9,9 +9,10 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import dns.exception
 import dns.flags
@@ -20,11 +21,12 @@ import dns.query
 import dns.rcode
 import pytest
 
-from lanlock.cloud.models import ChallengeRecord, cloud_store
+from lanlock.cloud.models import AcmeAccount, ChallengeRecord, cloud_store
 from tests.servers import ZONE, free_port, lanlock_command
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -199,6 +201,25 @@ def unpublish(store_url: str, name: str) -> None:
         store.dispose()
 
 
+def store_accounts(store_url: str, *account_uris: str | None) -> None:
+    """Make ``acme_accounts`` hold exactly these accounts, one directory each, as the cloud
+    writes them (None: a key made, its registration not answered yet)."""
+    store = cloud_store(store_url, pool_size=1)
+    try:
+        with store.transaction() as session:
+            session.query(AcmeAccount).delete()
+            session.add_all(
+                AcmeAccount(
+                    directory_url=f"https://acme{index}.example/directory",
+                    key_encrypted=b"a key, encrypted",
+                    account_uri=uri,
+                )
+                for index, uri in enumerate(account_uris)
+            )
+    finally:
+        store.dispose()
+
+
 def scope_of(challenge_name: str) -> str:
     label, scope, *_ = challenge_name.split(".")
     assert label == "_acme-challenge", challenge_name
@@ -216,8 +237,13 @@ def txt_values(server: RunningDNS, name: str, transport: str = "udp") -> set[str
 def seconds_until_everywhere(
     server: RunningDNS, name: str, expected: set[str], transport: str = "udp", within: float = 10
 ) -> float:
-    """Seconds from now until ten answers in a row are ``expected``; fails if that takes more
-    than ``within`` seconds.
+    """Seconds from now until ten TXT answers in a row are ``expected`` (see :func:`steady`)."""
+    return steady(lambda: txt_values(server, name, transport), expected, within, name)
+
+
+def steady(ask: Callable[[], T], expected: T, within: float, what: str) -> float:
+    """Seconds from now until ten answers of ``ask`` in a row are ``expected``; fails if that
+    takes more than ``within`` seconds.
 
     Each question comes from a new source port, and the kernel spreads source ports over the
     workers, each with its own snapshot of the store: ten answers in a row are ten draws.
@@ -226,9 +252,8 @@ def seconds_until_everywhere(
     in_a_row = 0
     while in_a_row < 10:
         if time.monotonic() - started > within:
-            answers = txt_values(server, name)
-            raise AssertionError(f"{name} answers {answers}, not {expected}, after {within:g} s")
-        in_a_row = in_a_row + 1 if txt_values(server, name, transport) == expected else 0
+            raise AssertionError(f"{what} answers {ask()}, not {expected}, after {within:g} s")
+        in_a_row = in_a_row + 1 if ask() == expected else 0
         if not in_a_row:
             time.sleep(0.02)
     return time.monotonic() - started

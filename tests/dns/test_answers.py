@@ -169,6 +169,7 @@ def test_an_in_zone_name_server_answers_its_addresses(
 
 
 def test_caa_lets_only_the_configured_ca_issue(dns_server: RunningDNS, transport: str) -> None:
+    """The store holds no ACME account: the CA is named alone (test_caa.py binds accounts)."""
     caa = only_answer(dns_server.ask(ZONE, "CAA", transport))
     assert texts(caa) == {f'0 issue "{CAA_ISSUER}"', f'0 issuewild "{CAA_ISSUER}"'}
 

@@ -130,7 +130,7 @@ def test_a_lost_store_turns_txt_answers_to_servfail_and_delays_no_address_answer
             time.sleep(0.1)
         assert servfail_after is not None, f"TXT still answered {STALE_AFTER + LATE:g} s after"
         assert servfail_after > STALE_AFTER - 2  # the values read before were answered meanwhile
-        assert "cannot read challenge values from the store" in server.log_text()
+        assert "cannot read challenge values and ACME accounts from the store" in server.log_text()
 
 
 def drop_database(url: str) -> None:

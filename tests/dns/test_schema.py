@@ -1,17 +1,21 @@
 """The DNS reads the cloud's schema and never changes it: a store without it, or with one older
-than the challenge table's contract, is refused at start with the command that fixes it."""
+than the shared tables' contracts, is refused at start with the command that fixes it."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import ModuleType
 
+import pytest
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
+from sqlalchemy import MetaData, inspect
 
-from lanlock import challenge_table
+from lanlock import account_table, challenge_table
 from lanlock.cli import main
 from lanlock.cloud.models import SCHEMA, cloud_store
+from lanlock.dns.challenges import REQUIRED_REVISION
 from lanlock.store import alembic_config
 from tests.dns.running import running_dns
 from tests.servers import ZONE
@@ -55,7 +59,7 @@ def test_a_schema_older_than_the_contract_is_refused(store_url: str) -> None:
         assert code == 1
         assert (
             f"the store's cloud schema is at revision 0003, and this DNS reads revision "
-            f"{challenge_table.FIRST_REVISION} or later"
+            f"{REQUIRED_REVISION} or later"
         ) in output
         assert store.revision() == "0003"
     finally:
@@ -77,4 +81,22 @@ def test_cloud_revisions_are_numbers_in_order() -> None:
     scripts = ScriptDirectory.from_config(alembic_config(SCHEMA))
     revisions = [s.revision for s in scripts.walk_revisions()][::-1]
     assert revisions == [f"{n:04d}" for n in range(1, len(revisions) + 1)]
-    assert int(challenge_table.FIRST_REVISION) <= len(revisions)
+    assert int(REQUIRED_REVISION) <= len(revisions)
+
+
+@pytest.mark.parametrize("contract", [challenge_table, account_table], ids=lambda c: c.NAME)
+def test_each_shared_table_has_its_contract_s_columns_from_its_first_revision(
+    store_url: str, contract: ModuleType
+) -> None:
+    """What the DNS reads is there from the revision each contract names (and the DNS asks for
+    the later of them)."""
+    store = cloud_store(store_url, pool_size=1)
+    try:
+        store.migrate(contract.FIRST_REVISION)
+        with store.engine.connect() as conn:
+            found = {c["name"]: c["nullable"] for c in inspect(conn).get_columns(contract.NAME)}
+    finally:
+        store.dispose()
+    table = contract.define(MetaData())
+    assert found == {column.name: column.nullable for column in table.columns}
+    assert int(contract.FIRST_REVISION) <= int(REQUIRED_REVISION)

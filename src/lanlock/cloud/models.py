@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from lanlock import challenge_table
+from lanlock import account_table, challenge_table
 from lanlock.store import Schema, Store
 from lanlock.store.types import UTCDateTime, utcnow
 
@@ -187,13 +187,16 @@ class ChallengeRecord(Base):
 
 
 class AcmeAccount(Base):
-    """The cloud's one account at an ACME CA; its key is encrypted with the cloud's secret key."""
+    """The cloud's one account at an ACME CA; its key is encrypted with the cloud's secret key.
+    The DNS binds the zone's CAA records to its ``account_uri`` (docs/design.md §7): the table is
+    the second contract between the two roles' code, defined in :mod:`lanlock.account_table`."""
 
-    __tablename__ = "acme_accounts"
-    directory_url: Mapped[str] = mapped_column(String(500), primary_key=True)
-    key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
-    account_uri: Mapped[str | None] = mapped_column(String(500), nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    __table__ = account_table.define(Base.metadata)
+    # Typing only: the columns are the contract's.
+    directory_url: Mapped[str]
+    key_encrypted: Mapped[bytes]
+    account_uri: Mapped[str | None]
+    created_at: Mapped[dt.datetime]
 
 
 class CABucket(Base):

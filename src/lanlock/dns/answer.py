@@ -4,10 +4,14 @@ Correctness first here: dnspython parses every section, EDNS and its options, an
 name compression and truncation. It costs about 100 µs a question, which is fine for the apex,
 the challenge TXT records, EDNS options, unusual opcodes and garbage; the address questions that
 make up nearly all of the traffic go through :mod:`lanlock.dns.fastpath` instead.
+
+What comes from the store (the challenge values, the ACME accounts that the apex's CAA records
+name) is read from a worker's snapshot: none taken lately is SERVFAIL, never a guess.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import dns.edns
@@ -16,6 +20,7 @@ import dns.message
 import dns.name
 import dns.opcode
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
@@ -24,6 +29,7 @@ import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
 import dns.rrset
 
+from lanlock.dns import caa
 from lanlock.dns.zone import Kind, Node, Zone, address_rdtype
 
 # Advertised and used as the UDP answer limit: the DNS flag day 2020 size, which avoids IP
@@ -39,6 +45,10 @@ class ChallengeValues(Protocol):
     def values(self, scope: str) -> list[str] | None: ...
 
 
+class AccountUris(Protocol):
+    def account_uris(self) -> tuple[str, ...] | None: ...
+
+
 def error_reply(wire: bytes, rcode: int) -> bytes | None:
     """A bare header answering ``wire`` with ``rcode``, for a query that cannot be parsed.
 
@@ -52,11 +62,16 @@ def error_reply(wire: bytes, rcode: int) -> bytes | None:
 
 
 class Responder:
-    """Answers any query for the zone from a :class:`Zone` and the published challenges."""
+    """Answers any query for the zone from a :class:`Zone`, the published challenges and the
+    cloud's ACME accounts; without ``accounts`` (in-process uses: benchmarks, property tests) the
+    CAA records name the issuers alone, as for a store without accounts."""
 
-    def __init__(self, zone: Zone, challenges: ChallengeValues) -> None:
+    def __init__(
+        self, zone: Zone, challenges: ChallengeValues, accounts: AccountUris | None = None
+    ) -> None:
         self.zone = zone
         self._challenges = challenges
+        self._accounts = accounts
         self._negative_soa = dns.rrset.from_rdata_list(
             zone.origin,
             min(zone.settings.negative_ttl, zone.settings.apex_ttl),  # RFC 2308 §3
@@ -109,6 +124,8 @@ class Responder:
             response.authority.append(self._negative_soa)
         elif node.kind is Kind.CHALLENGE and rdtype in (dns.rdatatype.TXT, dns.rdatatype.ANY):
             self._challenge(response, qname, self.zone.challenge_scope(labels))
+        elif not labels and rdtype == dns.rdatatype.CAA:
+            self._caa(response, qname)  # it names the store's accounts: not a static record
         else:
             self._records(response, qname, rdtype, node)
 
@@ -137,15 +154,28 @@ class Responder:
 
     def _challenge(self, response: dns.message.Message, qname: dns.name.Name, scope: str) -> None:
         values = self._challenges.values(scope)
-        if values is None:
+        rdatas = None if values is None else [_txt(value) for value in values]
+        self._from_store(response, qname, self.zone.settings.challenge_ttl, rdatas)
+
+    def _caa(self, response: dns.message.Message, qname: dns.name.Name) -> None:
+        uris = () if self._accounts is None else self._accounts.account_uris()
+        rdatas = None if uris is None else caa.records(self.zone.settings.caa_issuers, uris)
+        self._from_store(response, qname, self.zone.settings.caa_ttl, rdatas)
+
+    def _from_store(
+        self,
+        response: dns.message.Message,
+        qname: dns.name.Name,
+        ttl: int,
+        rdatas: Sequence[dns.rdata.Rdata] | None,
+    ) -> None:
+        """Records made from the store's snapshot; None: no snapshot lately."""
+        if rdatas is None:
             response.set_rcode(dns.rcode.SERVFAIL)  # the store is out of reach: do not guess
-        elif not values:
+        elif not rdatas:
             response.authority.append(self._negative_soa)
         else:
-            rdatas = [_txt(value) for value in values]
-            response.answer.append(
-                dns.rrset.from_rdata_list(qname, self.zone.settings.challenge_ttl, rdatas)
-            )
+            response.answer.append(dns.rrset.from_rdata_list(qname, ttl, rdatas))
 
 
 def _txt(value: str) -> dns.rdtypes.ANY.TXT.TXT:

@@ -1,21 +1,29 @@
-"""The DNS-01 TXT values the cloud publishes in the shared store, as seen by one DNS worker.
+"""What the DNS reads from the store it shares with the cloud, as seen by one DNS worker: the
+DNS-01 TXT values the cloud publishes, and the URIs of its ACME accounts, which the apex's CAA
+records name (:mod:`lanlock.dns.caa`).
 
-Each worker keeps a snapshot of every unexpired row of ``acme_challenges`` and a thread renews it
-every ``refresh`` seconds (0.25 by default), so a value the cloud writes is answered within about
-a quarter of a second, by every worker of every replica. A snapshot rather than a query per TXT
-question because:
+Each worker keeps a snapshot of every unexpired row of ``acme_challenges`` and of the registered
+accounts of ``acme_accounts``, and a thread renews it every ``refresh`` seconds (0.25 by
+default), so a value or an account the cloud writes is answered within about a quarter of a
+second, by every worker of every replica. A snapshot rather than a query per question because:
 
 * the store stays off the answering thread: a slow or unreachable store (a PostgreSQL fail-over,
   a locked SQLite file) delays the next snapshot, never an answer, and never the address answers
   that share the worker;
-* the load on the store is fixed (``1 / refresh`` small queries a second per worker) whatever the
-  rate of TXT questions, including a flood of them for made-up scopes;
+* the load on the store is fixed (two small queries every ``refresh`` seconds per worker)
+  whatever the rate of TXT and CAA questions, including a flood of them for made-up scopes;
 * a snapshot lookup costs 0.2 µs; a query per question costs about 90 µs on SQLite and 230 µs
   on a local PostgreSQL (``bench/dns_paths.py``), more than the rest of the answer.
 
-When no snapshot could be taken for ``stale_after`` seconds, :meth:`ChallengeBoard.values`
-returns None and the server answers SERVFAIL: "I don't know" is true, and a resolver then asks
-another name server instead of caching a wrong "no such record".
+The accounts are read after the challenge values, in the same snapshot. The cloud writes its
+account's URI when it registers, before it publishes the values of its first order, and answers
+the CA's challenges only once every server shows those values: a snapshot that holds them holds
+the account too, so the CA that then checks CAA finds the account named.
+
+When no snapshot could be taken for ``stale_after`` seconds, :meth:`ChallengeBoard.values` and
+:meth:`ChallengeBoard.account_uris` return None and the server answers SERVFAIL: "I don't know" is
+true, and a resolver then asks another name server instead of caching a wrong "no such record"
+(or, for CAA, records wider than the accounts they named).
 """
 
 from __future__ import annotations
@@ -25,28 +33,45 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine, MetaData, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from lanlock import challenge_table
+from lanlock import account_table, challenge_table
+from lanlock.dns.caa import account_uri_problem
 from lanlock.store import parse_url, schema_revision
 
 log = logging.getLogger(__name__)
 
-Snapshot = dict[str, list[tuple[str, dt.datetime]]]
-CHALLENGES = challenge_table.define(MetaData())
+Challenges = dict[str, list[tuple[str, dt.datetime]]]
+_METADATA = MetaData()
+CHALLENGES = challenge_table.define(_METADATA)
+ACCOUNTS = account_table.define(_METADATA)
+# The first of the cloud's revisions that holds both tables as the DNS reads them.
+REQUIRED_REVISION = max(challenge_table.FIRST_REVISION, account_table.FIRST_REVISION, key=int)
+_SHOWN_URI = 100  # characters of a refused account URI shown in the log
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The store as one worker last read it."""
+
+    challenges: Challenges = field(default_factory=dict)  # by scope, in the order written
+    account_uris: tuple[str, ...] = ()  # each once, sorted: the same answer on every replica
+    refused_uris: dict[str, str] = field(default_factory=dict)  # URI: why it is not served
 
 
 class SchemaMissing(Exception):
-    """The store does not hold the cloud's challenge table as this DNS reads it; the message
-    says what to run."""
+    """The store does not hold the cloud's tables as this DNS reads them; the message says what
+    to run."""
 
 
 def check_schema(store_url: str) -> None:
-    """Refuse a store whose cloud schema is missing or older than the challenge table's contract.
+    """Refuse a store whose cloud schema is missing or older than the shared tables' contracts.
 
     The DNS never migrates the cloud's schema (it does not own it, and two roles upgrading one
     schema at once is how upgrades go wrong). A store out of reach now is only logged: addresses
@@ -66,11 +91,11 @@ def check_schema(store_url: str) -> None:
         engine.dispose()  # no connection may cross the fork into the workers
     if revision is None:
         raise _schema_missing(store_url, "the store holds no lanlock cloud schema")
-    if not revision.isdigit() or int(revision) < int(challenge_table.FIRST_REVISION):
+    if not revision.isdigit() or int(revision) < int(REQUIRED_REVISION):
         raise _schema_missing(
             store_url,
             f"the store's cloud schema is at revision {revision}, and this DNS reads "
-            f"revision {challenge_table.FIRST_REVISION} or later",
+            f"revision {REQUIRED_REVISION} or later",
         )
 
 
@@ -83,20 +108,20 @@ def _schema_missing(store_url: str, what: str) -> SchemaMissing:
 
 
 class ChallengeBoard:
-    """Published challenge values by scope, renewed in the background."""
+    """Published challenge values by scope and the accounts' URIs, renewed in the background."""
 
     def __init__(self, store_url: str, refresh: float = 0.25, stale_after: float = 5.0) -> None:
         self._engine = read_engine(store_url)
         self._refresh = refresh
         self._stale_after = stale_after
-        self._snapshot: Snapshot = {}
+        self._snapshot = Snapshot()
         self._taken_at = float("-inf")  # monotonic time of the last good snapshot
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="challenges", daemon=True)
 
     def start(self) -> None:
-        """Take a first snapshot (so that the first TXT answer is not SERVFAIL), then go on in
-        the background; a store out of reach now is logged and tried again there."""
+        """Take a first snapshot (so that the first TXT or CAA answer is not SERVFAIL), then go
+        on in the background; a store out of reach now is logged and tried again there."""
         self._try_refresh(failing=False)
         self._thread.start()
 
@@ -109,15 +134,37 @@ class ChallengeBoard:
 
     def values(self, scope: str) -> list[str] | None:
         """The values published for ``scope`` (lower case); None if unknown now."""
-        if time.monotonic() - self._taken_at > self._stale_after:
+        if self._stale():
             return None
         now = dt.datetime.now(dt.UTC)
-        return [value for value, expires_at in self._snapshot.get(scope, ()) if expires_at > now]
+        published = self._snapshot.challenges.get(scope, ())
+        return [value for value, expires_at in published if expires_at > now]
+
+    def account_uris(self) -> tuple[str, ...] | None:
+        """The URIs of the cloud's registered ACME accounts that a CAA record can hold; None if
+        unknown now."""
+        return None if self._stale() else self._snapshot.account_uris
 
     def refresh_now(self) -> None:
         """Take a snapshot on the calling thread (the worker's thread does this in a loop)."""
-        self._snapshot = take_snapshot(self._engine)
+        snapshot = take_snapshot(self._engine)
+        self._report_refused(snapshot.refused_uris)
+        self._snapshot = snapshot
         self._taken_at = time.monotonic()
+
+    def _stale(self) -> bool:
+        return time.monotonic() - self._taken_at > self._stale_after
+
+    def _report_refused(self, refused: dict[str, str]) -> None:
+        """Log each account URI left out of CAA once, when it appears, not at every snapshot."""
+        for uri, problem in refused.items():
+            if uri not in self._snapshot.refused_uris:
+                log.warning(
+                    "acme_accounts holds an account URI that cannot go in a CAA record (%s), "
+                    "left out: %r",
+                    problem,
+                    uri[:_SHOWN_URI],
+                )
 
     def _run(self) -> None:
         failing = self._taken_at == float("-inf")
@@ -130,26 +177,45 @@ class ChallengeBoard:
             self.refresh_now()
         except (SQLAlchemyError, OSError) as exc:
             if not failing:
-                log.warning("cannot read challenge values from the store: %s", exc)
+                log.warning(
+                    "cannot read challenge values and ACME accounts from the store: %s", exc
+                )
             return True
         if failing:
-            log.info("the store answers again; challenge values are current")
+            log.info("the store answers again; challenge values and accounts are current")
         return False
 
 
 def take_snapshot(engine: Engine) -> Snapshot:
-    """Every unexpired value, grouped by scope, in the order the cloud wrote them."""
+    """Every unexpired value, grouped by scope, in the order the cloud wrote them; then the
+    registered accounts' URIs, split into those a CAA record can hold and the others."""
     table = CHALLENGES
     query = (
         select(table.c.scope, table.c.value, table.c.expires_at)
         .where(table.c.expires_at > dt.datetime.now(dt.UTC))
         .order_by(table.c.id)
     )
-    snapshot: Snapshot = defaultdict(list)
+    challenges: Challenges = defaultdict(list)
     with engine.connect() as conn:
         for scope, value, expires_at in conn.execute(query):
-            snapshot[scope].append((value, expires_at))
-    return dict(snapshot)
+            challenges[scope].append((value, expires_at))
+        # Second, so that the account of an order is seen with its values (module docstring).
+        registered = ACCOUNTS.c.account_uri.is_not(None)
+        served, refused = _checked(conn.scalars(select(ACCOUNTS.c.account_uri).where(registered)))
+    return Snapshot(dict(challenges), served, refused)
+
+
+def _checked(uris: Iterable[str]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The URIs a CAA record can hold, each once and sorted; the others, with why not."""
+    served: set[str] = set()
+    refused: dict[str, str] = {}
+    for uri in uris:
+        problem = account_uri_problem(uri)
+        if problem is None:
+            served.add(uri)
+        else:
+            refused[uri] = problem
+    return tuple(sorted(served)), refused
 
 
 def read_engine(url: str) -> Engine:

@@ -6,7 +6,7 @@ and answered less than half as many queries a second as this loop with the same 
 (``bench/dns_loops.py``; BENCHMARKS.md). The UDP socket is the worker's
 alone (the kernel spreads packets over the workers with ``SO_REUSEPORT``), so nothing else needs
 the main thread. TCP (rare, and slow clients must not block anybody) gets a ``selectors`` loop on
-a thread; the challenge snapshot (:mod:`lanlock.dns.challenges`) gets a thread of its own.
+a thread; the store's snapshot (:mod:`lanlock.dns.challenges`) gets a thread of its own.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from types import FrameType
 
 import dns.rcode
 
-from lanlock.dns.answer import ChallengeValues, Responder, error_reply
+from lanlock.dns.answer import AccountUris, ChallengeValues, Responder, error_reply
 from lanlock.dns.challenges import ChallengeBoard
 from lanlock.dns.fastpath import FastPath
 from lanlock.dns.ratelimit import ResponseRateLimiter
@@ -85,7 +85,7 @@ def run_worker(
     zone = Zone(settings.zone)
     board = ChallengeBoard(settings.store_url, refresh=settings.challenge_refresh)
     board.start()
-    answers = Answers(zone, board)
+    answers = Answers(zone, board, board)
     tcp_service = TcpService(tcp, answers.tcp, settings.tcp)
     threading.Thread(target=tcp_service.run, name="tcp", daemon=True).start()
     limiter = ResponseRateLimiter(settings.rrl_rate) if settings.rrl_rate > 0 else None
@@ -108,9 +108,11 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 class Answers:
     """The fast path first, the slow path for what it leaves; SERVFAIL if either breaks."""
 
-    def __init__(self, zone: Zone, board: ChallengeValues) -> None:
+    def __init__(
+        self, zone: Zone, board: ChallengeValues, accounts: AccountUris | None = None
+    ) -> None:
         self.fast = FastPath(zone).answer
-        self.slow = Responder(zone, board).respond
+        self.slow = Responder(zone, board, accounts).respond
         self._errors = ThrottledErrors()
 
     def tcp(self, query: bytes) -> bytes | None:

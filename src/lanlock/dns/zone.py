@@ -8,6 +8,9 @@ are read and written.
 Names under the zone, relative to it (leftmost label first, lower case):
 
 * ``()`` (the apex), ``_dmarc`` and the in-zone name servers hold records from the settings;
+  the apex's CAA records also name the cloud's ACME accounts, read from the store
+  (:mod:`lanlock.dns.caa`), so they are not among them: the slow path answers them (the fast
+  path never answers at the apex);
 * ``<scope>`` and the parents of in-zone name servers exist but hold nothing (empty
   non-terminals: NOERROR with no answer);
 * ``<address-label>.<scope>`` holds the A or AAAA of the label, stateless;
@@ -68,6 +71,9 @@ class ZoneSettings:
     address_ttl: int = 3600
     # A new challenge value must reach the CA's resolvers soon after the cloud writes it.
     challenge_ttl: int = 10
+    # CAA names the cloud's ACME accounts: a CA's resolver must see a new one (a new directory)
+    # within a minute, not keep the former answer, which refuses that account, for an hour.
+    caa_ttl: int = 60
     # SOA MINIMUM: how long a resolver caches "no such TXT", so a fresh challenge is seen soon.
     negative_ttl: int = 30
     apex_ttl: int = 3600
@@ -141,6 +147,7 @@ class Zone:
             NameServer(f"ns1.{zone}", (ipaddress.IPv4Address("127.0.0.1"),)),
         )
         self._check_nameservers()
+        self._check_caa_issuers()
         self.soa = self._soa()
         self._static = self._static_nodes()
         self._empty = {labels[i:] for labels in self._static for i in range(1, len(labels))} - set(
@@ -201,6 +208,16 @@ class Zone:
                     f"name server {server.name} is in the zone: give its address as NAME=IP"
                 )
 
+    def _check_caa_issuers(self) -> None:
+        # Each goes into a CAA record as it is (lanlock.dns.caa): a domain name and nothing else.
+        for issuer in self.settings.caa_issuers:
+            try:
+                normalized = names.normalize_zone(issuer)
+            except names.InvalidName as exc:
+                raise ZoneError(f"CAA issuer: {exc}") from None
+            if normalized != issuer:
+                raise ZoneError(f"CAA issuer {issuer!r}: give it as {normalized!r}")
+
     def _relative_labels(self, name: str) -> Labels:
         """Labels of an in-zone ``name`` relative to the zone."""
         prefix = name.removesuffix(self.name).removesuffix(".")
@@ -214,6 +231,8 @@ class Zone:
         except names.InvalidName as exc:
             raise ZoneError(f"hostmaster: {exc}") from None
         # Same settings, same serial on every replica; it changes whenever the settings do.
+        # What is read from the store (challenge values, the accounts in CAA) is not in it:
+        # every replica reads the one store, and no zone transfer is served to compare serials.
         content = repr((self.nameservers, s))
         serial = zlib.crc32(content.encode()) or 1
         text = (
@@ -226,9 +245,6 @@ class Zone:
         s = self.settings
         apex: dict[dns.rdatatype.RdataType, list[str]] = {
             dns.rdatatype.NS: [f"{server.name}." for server in self.nameservers],
-            dns.rdatatype.CAA: [
-                f'0 {tag} "{issuer}"' for issuer in s.caa_issuers for tag in ("issue", "issuewild")
-            ],
             dns.rdatatype.MX: ["0 ."],  # null MX (RFC 7505): the zone receives no mail
             dns.rdatatype.TXT: [f'"{SPF_POLICY}"'],
         }
