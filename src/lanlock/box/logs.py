@@ -6,6 +6,10 @@ reaches the file passes :class:`Redactor` first, which masks pairing links, the 
 links, bearer tokens, and the box's own secrets (its subscription code, its console token, its
 admin password) wherever they appear, at any level. Third-party libraries (httpx, httpcore, …)
 log at WARNING unless the box's level is DEBUG: at INFO, httpx writes every URL it requests.
+
+Under a systemd unit the same lines, redacted alike, also go to the journal (standard error,
+without a time of their own: the journal stamps each line), so that ``journalctl -u lanlock-box``
+shows them; elsewhere standard error is left to uvicorn's few warnings, as before.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from lanlock import journal
 from lanlock.box.settings import BoxConfig
 
 LOG_FILE = "lanlock-box.log"
@@ -24,6 +29,8 @@ DEFAULT_LEVEL = "INFO"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 RAISED_LEVEL_SECONDS = 24 * 3600
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"
+JOURNAL_HANDLER = "lanlock-box-journal"
 MASK = "[redacted]"
 SHORTEST_SECRET = 8  # shorter known values would mask ordinary words; real secrets are longer
 
@@ -77,7 +84,9 @@ REDACTOR = Redactor()
 
 
 def setup(data_dir: Path) -> Path:
-    """Send the root logger to ``logs/lanlock-box.log`` (5 files of 1 MiB); return its path."""
+    """Send the root logger to ``logs/lanlock-box.log`` (5 files of 1 MiB), and to the journal
+    when standard error is the journal; return the file's path. Called at every (re)start of
+    the agent in one process, so each handler is added once."""
     path = data_dir / "logs" / LOG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
@@ -85,10 +94,18 @@ def setup(data_dir: Path) -> Path:
         handler = logging.handlers.RotatingFileHandler(
             path, maxBytes=1024 * 1024, backupCount=4, encoding="utf-8"
         )
-        handler.setFormatter(logging.Formatter(FORMAT))
-        handler.addFilter(REDACTOR)
-        root.addHandler(handler)
+        _add_redacted(root, handler, FORMAT)
+    if journal.stderr_is_journal() and not any(h.name == JOURNAL_HANDLER for h in root.handlers):
+        to_journal = logging.StreamHandler()  # standard error, as systemd connected it
+        to_journal.set_name(JOURNAL_HANDLER)
+        _add_redacted(root, to_journal, JOURNAL_FORMAT)
     return path
+
+
+def _add_redacted(root: logging.Logger, handler: logging.Handler, fmt: str) -> None:
+    handler.setFormatter(logging.Formatter(fmt))
+    handler.addFilter(REDACTOR)  # on each handler: no line leaves unredacted, wherever it goes
+    root.addHandler(handler)
 
 
 def remember_secrets(config: BoxConfig, password: str | None) -> None:

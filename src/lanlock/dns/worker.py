@@ -33,6 +33,7 @@ from lanlock.dns.challenges import ChallengeBoard
 from lanlock.dns.fastpath import FastPath
 from lanlock.dns.ratelimit import ResponseRateLimiter
 from lanlock.dns.zone import Zone, ZoneSettings
+from lanlock.journal import time_prefix
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,10 @@ def run_worker(
 
 
 def configure_logging() -> None:
+    # The worker's PID stays in the line: the journal knows only the PID of the unit's parent.
     logging.basicConfig(
         level=logging.INFO,
-        format="%(asctime)s lanlock-dns[%(process)d] %(levelname)s %(message)s",
+        format=time_prefix() + "lanlock-dns[%(process)d] %(levelname)s %(message)s",
     )
 
 
