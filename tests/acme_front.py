@@ -43,7 +43,8 @@ class AcmeFront:
     tls: TLSFiles
     port: int
     offer_renewal_info: bool = True
-    window: tuple[dt.datetime, dt.datetime] | None = None  # the suggested window it answers
+    # The suggested window it answers for a certificate ID; a month away for any other.
+    windows: dict[str, tuple[dt.datetime, dt.datetime]] = field(default_factory=dict)
     rate_limited: int = 0  # how many of the next newOrders get rateLimited
     retry_after: int = 10
     rate_limited_detail: str = PER_DOMAIN_DETAIL
@@ -59,9 +60,9 @@ class AcmeFront:
     def directory(self) -> str:
         return self.origin + "/dir"
 
-    def suggested_window(self) -> tuple[dt.datetime, dt.datetime]:
-        if self.window is not None:
-            return self.window
+    def suggested_window(self, certificate_id: str = "") -> tuple[dt.datetime, dt.datetime]:
+        if certificate_id in self.windows:
+            return self.windows[certificate_id]
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         return now + dt.timedelta(days=30), now + dt.timedelta(days=32)
 
@@ -139,7 +140,7 @@ def _handler(front: AcmeFront) -> type[BaseHTTPRequestHandler]:
 
         def _renewal_info(self, certificate_id: str) -> None:
             front.renewal_info_asked.append(certificate_id)
-            start, end = front.suggested_window()
+            start, end = front.suggested_window(certificate_id)
             window = {"start": start.isoformat(), "end": end.isoformat()}
             body = json.dumps({"suggestedWindow": window}).encode()
             self._send(200, body, "application/json", {"Retry-After": "21600"})

@@ -16,6 +16,11 @@ RENEW_FRACTION = 2 / 3
 RENEW_MARGIN = dt.timedelta(days=10)
 # However late the announced time, a box renews with a tenth of the lifetime still left.
 LAST_CHANCE_FRACTION = 0.9
+# A box with a valid certificate asks its cloud this often anyway, with the key it serves: the
+# answer (the same certificate, from the cloud's reuse path) carries the renewal time as it is
+# now, so a CA that pulls renewals forward (ARI, RFC 9773: a revocation coming) reaches the box
+# within a day, and a window already open gets it a new certificate at once.
+CHECK_IN = dt.timedelta(days=1)
 
 
 def renewal_time(not_before: dt.datetime, not_after: dt.datetime) -> dt.datetime:

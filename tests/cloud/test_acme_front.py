@@ -6,6 +6,7 @@ information, a rate-limit answer). The newOrder bodies are read as the cloud sig
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +172,43 @@ def test_a_ca_that_says_rate_limited_makes_every_box_wait_until_it_said(system, 
     assert [row.outcome for row in rows].index("issued") == len(rows) - 1
 
 
+def maintenance_round(system: FrontedSystem, tmp_path: Path, monkeypatch) -> int:
+    """What a cloud's maintenance round does, six hours on: every certificate's renewal
+    information asked again. Returns how many times the CA was asked."""
+    with system.store.transaction() as session:
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        session.execute(update(Certificate).values(ari_next_check=past))
+    monkeypatch.setenv("LANLOCK_SECRET_KEY", SECRET_KEY)
+    service = build_service(
+        CloudSettings(
+            data_dir=tmp_path / "cloud",
+            store_url=system.cloud.store_url,
+            zone=ZONE,
+            issuer="acme",
+            acme_directory=system.front.directory,
+            acme_ca_bundle=str(system.front.tls.ca),
+            zone_dns=(("127.0.0.1", system.dns.port),),
+        ),
+        system.store,
+    )
+    asked_before = len(system.front.renewal_info_asked)
+    service.sweep()
+    return len(system.front.renewal_info_asked) - asked_before
+
+
+def window_in_the_past(front: AcmeFront, leaf: x509.Certificate) -> None:
+    """The CA moves ``leaf``'s renewal window into the past (a revocation coming)."""
+    now = dt.datetime.now(dt.UTC)
+    front.windows[ari_cert_id(leaf)] = (now - dt.timedelta(hours=1), now - dt.timedelta(minutes=1))
+
+
+def served_leaf(data: Path) -> x509.Certificate:
+    current = (data / "tls" / "current").read_text().strip()
+    return x509.load_pem_x509_certificate(
+        (data / "tls" / "pairs" / current / "fullchain.pem").read_bytes()
+    )
+
+
 def test_a_window_the_ca_moves_into_the_past_is_fetched_on_its_schedule_and_renews_now(
     system, tmp_path, monkeypatch
 ):
@@ -186,29 +224,35 @@ def test_a_window_the_ca_moves_into_the_past_is_fetched_on_its_schedule_and_rene
     assert next_check is not None
     assert abs((next_check - asked_at).total_seconds() - 21600) < 60
     # The CA pulls the renewal forward (a revocation coming); six hours pass.
-    now = dt.datetime.now(dt.UTC)
-    front.window = (now - dt.timedelta(hours=1), now - dt.timedelta(minutes=1))
-    with system.store.transaction() as session:
-        session.execute(update(Certificate).values(ari_next_check=now - dt.timedelta(seconds=1)))
-    monkeypatch.setenv("LANLOCK_SECRET_KEY", SECRET_KEY)
-    service = build_service(
-        CloudSettings(
-            data_dir=tmp_path / "cloud",
-            store_url=system.cloud.store_url,
-            zone=ZONE,
-            issuer="acme",
-            acme_directory=front.directory,
-            acme_ca_bundle=str(front.tls.ca),
-            zone_dns=(("127.0.0.1", system.dns.port),),
-        ),
-        system.store,
-    )
-    asked_before = len(front.renewal_info_asked)
-    service.sweep()  # the maintenance round
-    assert len(front.renewal_info_asked) == asked_before + 1
+    leaf = x509.load_pem_x509_certificate(first.x509_pem.encode())
+    window_in_the_past(front, leaf)
+    assert maintenance_round(system, tmp_path, monkeypatch) == 1
     # The box asking again with the same key is not handed the old certificate: renewed now,
     # replacing it.
     again = ask_like_a_box(box, customer).result
     assert again is not None and again.x509_pem != first.x509_pem
-    leaf = x509.load_pem_x509_certificate(first.x509_pem.encode())
     assert front.orders[-1]["replaces"] == ari_cert_id(leaf)
+
+
+def test_a_box_checking_in_gets_the_renewal_the_ca_pulled_forward(system, tmp_path, monkeypatch):
+    front = system.front
+    customer = Customer.create(system.store)
+    data = tmp_path / "box"
+    give_credentials(data, customer)
+    box = start_box(data, "--cloud", system.cloud.url, "--check-in-interval", "2")
+    try:
+        box.wait_for(lambda s: s.get("state") == "valid" and s.get("code") is None)
+        first = served_leaf(data)
+        time.sleep(5)  # two check-ins or more: the same certificate, no order
+        assert served_leaf(data).serial_number == first.serial_number
+        assert len(front.orders) == 1
+        window_in_the_past(front, first)
+        assert maintenance_round(system, tmp_path, monkeypatch) == 1
+        box.wait_for(lambda s: s.get("not_before") != first.not_valid_before_utc.isoformat())
+    finally:
+        box.stop()
+    renewed = served_leaf(data)
+    assert renewed.serial_number != first.serial_number
+    assert renewed.public_key() == first.public_key()  # renewed at check-in, with its key
+    assert front.orders[-1]["replaces"] == ari_cert_id(first)
+    assert len(front.orders) == 2  # one renewal: the new certificate's window is its own

@@ -138,9 +138,9 @@ def certificate(lifetime_days: float, left_days: float, renew_after=None) -> Cer
     )
 
 
-def test_reuse_while_two_thirds_of_the_lifetime_remain_or_until_the_cas_advice():
-    assert still_good(certificate(90, 61), NOW)
-    assert not still_good(certificate(90, 59), NOW)  # the box renews: it needs a new one
+def test_reuse_until_the_renewal_time_the_rule_or_the_cas_advice_sets():
+    assert still_good(certificate(90, 31), NOW)  # before its renewal time: the same one
+    assert not still_good(certificate(90, 29), NOW)  # the box renews: it needs a new one
     assert not still_good(certificate(90, -1), NOW)
     advice = NOW + dt.timedelta(hours=1)
     assert still_good(certificate(90, 10, renew_after=advice), NOW)  # advice beats the fraction

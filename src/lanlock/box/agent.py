@@ -25,7 +25,7 @@ from pathlib import Path
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from lanlock import __version__, defaults, passwords, pki
+from lanlock import __version__, defaults, passwords, pki, renewal
 from lanlock.box import addresses, console_client, logs
 from lanlock.box.identity import load_or_create_device_key
 from lanlock.box.lifecycle import (
@@ -68,6 +68,7 @@ class BoxSettings:
     homepage_check_interval: float = defaults.HOMEPAGE_CHECK_INTERVAL
     report_interval: float = defaults.REPORT_INTERVAL
     address_check_interval: float = addresses.READ_INTERVAL
+    check_in_interval: float = renewal.CHECK_IN.total_seconds()
 
 
 class Agent:
@@ -143,6 +144,7 @@ class Agent:
             update_config=self.update_config,
             on_install=self.switch.switch,
             backoff=Backoff(self.settings.retry_first, self.settings.retry_cap),
+            check_in=self.settings.check_in_interval,
         )
 
     @property

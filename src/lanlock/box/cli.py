@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import httpx
 
-from lanlock import defaults, errors, names, passwords, pki
+from lanlock import defaults, errors, names, passwords, pki, renewal
 from lanlock.box import addresses
 from lanlock.box.cloud_client import post_x509, x509_payload
 from lanlock.box.identity import IdentityError, load_or_create_device_key
@@ -209,6 +209,14 @@ def _fail(code: str, reason: str | None, detail: str | None, as_json: bool) -> N
     hidden=True,
     help="seconds between two readings of the box's LAN addresses (without --address)",
 )
+@click.option(
+    "--check-in-interval",
+    type=click.FloatRange(1),
+    default=renewal.CHECK_IN.total_seconds(),
+    show_default=True,
+    hidden=True,
+    help="seconds between two check-ins with the cloud while the certificate is valid",
+)
 def run(data: Path | None, cloud_url: str | None, address: str | None, **kw: object) -> None:
     """Run the agent: certificate lifecycle, homepage on HTTP and HTTPS."""
     from lanlock.box.agent import BoxSettings, run_agent
@@ -217,7 +225,26 @@ def run(data: Path | None, cloud_url: str | None, address: str | None, **kw: obj
         _check_cloud_url(cloud_url)
     if address:
         names.address_to_label(address)  # a clear error now rather than a bad name later
+    _check_low_ports(str(kw["host"]), kw["http_port"], kw["https_port"])  # type: ignore[arg-type]
     run_agent(BoxSettings(data_dir=data_dir(data), cloud_url=cloud_url, address=address, **kw))  # type: ignore[arg-type]
+
+
+def _check_low_ports(host: str, *ports: int) -> None:
+    """A port below 1024 this process may not listen on fails here, with what to do, rather
+    than in a listener (a traceback for ``--host ::``). Any other error is the listener's to say."""
+    for port in (port for port in ports if port < 1024):
+        try:
+            family, kind, _, _, where = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+            with socket.socket(family, kind) as probe:
+                probe.bind(where)
+        except PermissionError:
+            raise click.ClickException(
+                f"cannot listen on {host} port {port}: permission denied. Ports below 1024 need "
+                "the capability CAP_NET_BIND_SERVICE (the systemd unit gives it), or choose "
+                "ports above 1023 (--http-port, --https-port)"
+            ) from None
+        except OSError:
+            pass
 
 
 @box.command()

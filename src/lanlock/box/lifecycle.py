@@ -128,6 +128,7 @@ class CertificateManager:
         update_config: Callable[[Callable[[BoxConfig], None]], BoxConfig],
         on_install: Callable[[Pair], None],
         backoff: Backoff | None = None,
+        check_in: float = renewal.CHECK_IN.total_seconds(),
     ) -> None:
         self.env = env
         self.tls = tls  # the agent's: one owner of the certificate files
@@ -139,6 +140,10 @@ class CertificateManager:
         self.next_check_at = time.monotonic()
         self._lock = threading.Lock()
         self._last_check = float("-inf")
+        self.check_in = check_in
+        # The first check-in at a random point of the first interval: a fleet restarted together
+        # (a power cut, an update) does not check in together.
+        self._checked_in_at = time.monotonic() - random.uniform(0, check_in)
 
     # --- when ------------------------------------------------------------------------------
 
@@ -188,7 +193,10 @@ class CertificateManager:
             pair = None
         if pair is not None and not force_new and self._is_fresh(pair, config):
             self.backoff.reset()
-            return self._valid(pair, config), self._renewal_delay(pair)
+            if time.monotonic() - self._checked_in_at >= self.check_in:
+                pair, config = self._checked_in(pair, config)
+            if self._is_fresh(pair, config):
+                return self._valid(pair, config), self._renewal_delay(pair)
         try:
             pair = self._load(config)
         except LoadFailed as failure:
@@ -227,8 +235,10 @@ class CertificateManager:
         return renewal.due_time(drawn, leaf.not_valid_before_utc, leaf.not_valid_after_utc)
 
     def _renewal_delay(self, pair: Pair) -> float:
+        """Until the renewal time, or the next check-in when that comes first."""
         due = self._due(pair.leaf, self.load_config())
-        return max(60.0, (due - pki.utcnow()).total_seconds())
+        check_in = self._checked_in_at + self.check_in - time.monotonic()
+        return min(max(60.0, (due - pki.utcnow()).total_seconds()), max(1.0, check_in))
 
     def _retry(self, asked: float | None = None) -> float:
         """The back-off's next delay, or longer when the cloud asked for longer (its Retry-After,
@@ -249,8 +259,34 @@ class CertificateManager:
             answer = self._ask_cloud(self._payload(self.load_config(), key))
         result = self._accepted_result(answer)
         leaf = self._checked_certificate(result, key)
-        pair = self.tls.install(result.x509_pem.strip() + "\n" + result.chain_pem, key)
+        pair = self._install(result, leaf, key)
         self.tls.drop_pending_key()
+        self._checked_in_at = time.monotonic()  # a new certificate's answer is as good
+        return pair
+
+    def _checked_in(self, pair: Pair, config: BoxConfig) -> tuple[Pair, BoxConfig]:
+        """Ask the cloud with the key in use (:data:`lanlock.renewal.CHECK_IN`): the same
+        certificate with the renewal time as it stands now, or — when the CA has opened its
+        renewal window already — a new certificate for that key, installed at once. A cloud that
+        cannot answer now changes nothing: the certificate is valid, the next check-in is a
+        check-in interval away."""
+        self._checked_in_at = time.monotonic()
+        key = pair.private_key()
+        try:
+            result = self._accepted_result(self._ask_cloud(self._payload(config, key)))
+            leaf = self._checked_certificate(result, key)
+        except LoadFailed as failure:
+            log.warning("checking in with the cloud failed (%s); nothing changes", failure.code)
+            return pair, config
+        if leaf.serial_number == pair.leaf.serial_number:
+            self._remember_answer(result, leaf)
+        else:
+            log.info("the cloud renewed the certificate at check-in (the CA's renewal window)")
+            pair = self._install(result, leaf, key)
+        return pair, self.load_config()
+
+    def _install(self, result: X509Result, leaf: x509.Certificate, key: Any) -> Pair:
+        pair = self.tls.install(result.x509_pem.strip() + "\n" + result.chain_pem, key)
         self._remember_answer(result, leaf)
         log.info(
             "installed certificate serial %x for %s until %s",
@@ -300,12 +336,16 @@ class CertificateManager:
         together do not all come back in the same minute (a jitter drawn at every check was
         undone by the next check, which still compared with the exact time)."""
 
+        serial = format(leaf.serial_number, "x")
         due = renewal_moment(result.renew_at, leaf)
 
         def remember(config: BoxConfig) -> None:
             config.scope, config.zone = result.scope, result.zone
+            if (config.renew_at_serial, config.renew_announced) == (serial, result.renew_at):
+                return  # told again at a check-in: the moment drawn stays
             config.renew_at = due.isoformat()
-            config.renew_at_serial = format(leaf.serial_number, "x")
+            config.renew_at_serial = serial
+            config.renew_announced = result.renew_at
 
         self.update_config(remember)
 

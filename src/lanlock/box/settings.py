@@ -46,9 +46,11 @@ class BoxConfig:
     cloud_ca: str | None = None
     scope: str | None = None
     zone: str | None = None
-    # When the cloud said to renew the certificate of this serial (hex): lanlock.renewal.
+    # When the cloud said to renew the certificate of this serial (hex): lanlock.renewal. The
+    # time as the cloud announced it too, so that the same announcement is not drawn again.
     renew_at: str | None = None
     renew_at_serial: str | None = None
+    renew_announced: str | None = None
     password_hash: str | None = None
     log_level: str | None = None  # None: the default level
     log_level_until: float | None = None  # when a raised level falls back to the default

@@ -58,6 +58,12 @@ class Pair:
     def key_path(self) -> Path:
         return self.folder / PRIVKEY
 
+    def private_key(self) -> ec.EllipticCurvePrivateKey:
+        """The pair's key (read when it was loaded, checked to match the certificate)."""
+        key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key
+
     def ssl_context(self) -> ssl.SSLContext:
         """A complete server context for this pair (built before it is ever switched to)."""
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

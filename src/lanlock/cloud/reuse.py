@@ -1,11 +1,12 @@
 """The reuse rule: a box asking again with the same key gets the certificate it already has.
 
-The newest certificate for the scope and key is handed out again until the CA's renewal advice
-(ACME ARI) says to renew, or, without advice, while more than two thirds of its lifetime remain:
-a box asks again for a certificate it already holds only when it renews it (at two thirds of its
-life, docs/design.md §6), and must then get a new one; a fresh one is what a box that lost the
-answer asks for again. Reuse costs no issuance, so it never counts against the issuance budget
-(:mod:`lanlock.cloud.throttle`).
+The newest certificate for the scope and key is handed out again until its renewal time: the
+CA's renewal advice (ACME ARI) when it gave one, else the shared rule (:mod:`lanlock.renewal`,
+two thirds of the lifetime) — the time the box is told in every answer. Before it, a box asking
+with the key it holds is a box that lost an answer, or one checking in
+(:data:`lanlock.renewal.CHECK_IN`) to learn whether the CA moved its renewal time; from it on,
+the box needs a new certificate, and a box checking in then gets one for its key. Reuse costs no
+issuance, so it never counts against the issuance budget (:mod:`lanlock.cloud.throttle`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,8 @@ import datetime as dt
 from sqlalchemy import Connection, Row, bindparam, select
 from sqlalchemy.orm import Session
 
+from lanlock import renewal
 from lanlock.cloud.models import Certificate
-
-# Reuse a stored certificate while more than this fraction of its lifetime remains
-# (docs/design.md §6).
-REUSE_FRACTION = 2 / 3
-
 
 certificates = Certificate.__table__
 # Core, built once: asked on every request of a registered box (the express lane) and again
@@ -51,8 +48,7 @@ def reusable_in(session: Session | Connection, scope: str, fingerprint: str) -> 
 
 
 def still_good(certificate: Certificate | Row, now: dt.datetime) -> bool:
-    if certificate.renew_after is not None:  # the CA's own advice wins over our rule of thumb
-        return now < certificate.renew_after
-    lifetime = (certificate.not_after - certificate.not_before).total_seconds()
-    left = (certificate.not_after - now).total_seconds()
-    return lifetime > 0 and left > REUSE_FRACTION * lifetime
+    due = certificate.renew_after or renewal.renewal_time(
+        certificate.not_before, certificate.not_after
+    )
+    return now < min(due, certificate.not_after)

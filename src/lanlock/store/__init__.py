@@ -162,9 +162,8 @@ def _make_private_file(path: Path) -> None:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
-            os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass  # another process made it just now
+            with contextlib.suppress(FileExistsError):  # another process made it just now
+                os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError as exc:
         raise StoreConfigError(
             f"cannot make the store {path}: {exc.strerror}; choose another --store"
