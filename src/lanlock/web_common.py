@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lanlock.links import same_secret, seconds_from
+from lanlock.tls_profile import server_context
 
 # --- headers ---------------------------------------------------------------------------------
 
@@ -109,13 +110,16 @@ def run_server(
         app,
         host=host,
         port=port,
-        ssl_certfile=str(tls_cert) if tls_cert else None,
-        ssl_keyfile=str(tls_key) if tls_key else None,
         log_level="info",
         server_header=False,
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+    if tls_cert and tls_key:
+        # lanlock's TLS profile in place of uvicorn's context (which takes CBC suites and offers
+        # no ALPN): set once load() has run, which would set it again.
+        config.load()
+        config.ssl = server_context(tls_cert, tls_key)
     uvicorn.Server(config).run(sockets=[sock] if sock else None)
 
 

@@ -6,6 +6,11 @@ context first (a bad pair raises there and the old one keeps serving), then swap
 new connections get the new certificate, open ones keep theirs, nothing restarts. Calling
 ``load_cert_chain`` on a context that is serving, from another thread, was seen to crash the
 process in the handshake; this design never does.
+
+Every context, the listener's and each pair's, is built with the TLS profile
+(:func:`lanlock.tls_profile.server_context`): OpenSSL picks the protocol version with the
+listener's context, before the callback runs, but the suite and the ALPN protocol with the one
+the callback switched to, so both must carry it.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from lanlock import pki
 from lanlock.fileio import fsync_dir, write_atomic
+from lanlock.tls_profile import server_context
 
 FULLCHAIN, PRIVKEY, TEMPORARY_MARK = "fullchain.pem", "privkey.pem", "temporary"
 
@@ -65,11 +66,9 @@ class Pair:
         return key
 
     def ssl_context(self) -> ssl.SSLContext:
-        """A complete server context for this pair (built before it is ever switched to)."""
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.cert_path, self.key_path)
-        return context
+        """A complete server context for this pair, with the TLS profile (built before it is
+        ever switched to)."""
+        return server_context(self.cert_path, self.key_path)
 
 
 class TLSStore:

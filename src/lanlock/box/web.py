@@ -58,7 +58,7 @@ from urllib.parse import urlsplit
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
@@ -69,7 +69,7 @@ from starlette.responses import (
     Response,
 )
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lanlock import errors, names
 from lanlock.box import logs
@@ -105,6 +105,14 @@ MISDIRECTED = (
     "421 Misdirected Request: this box answers only to its own addresses and names, and the "
     "Host of this request is neither.\n"
 )
+
+# HSTS for a day. A box that loses its certificate (disconnected, its subscription over, its
+# files unreadable) serves a temporary one, which a browser holding this header refuses outright,
+# with no warning to click through, until the header's time is up: by its name the box is then
+# out of reach, though still open by IP over HTTP. A day is an outage a box can live with, and
+# every visit renews it. No includeSubDomains: no name below the box's own is served, so it would
+# promise nothing; no preload: these names are the customer's, not the public web's.
+HSTS = "max-age=86400"
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -201,6 +209,34 @@ class OwnHostsOnly:
             return (local and name == "localhost") or under_scope(name, self.agent.config)
         own = {arrived_on, *map(ip_address, self.agent.addresses)}
         return address in own or (local and address.is_loopback)
+
+
+class StrictTransport:
+    """ASGI middleware: HSTS on answers sent over HTTPS under the box's name while it serves a
+    valid certificate for that name; never over HTTP, by IP or with the temporary certificate,
+    where the header would pin a browser to a certificate it does not trust (see HSTS)."""
+
+    def __init__(self, app: ASGIApp, agent: AgentPort) -> None:
+        self.app = app
+        self.agent = agent
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._certified(scope):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_hsts(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["Strict-Transport-Security"] = HSTS
+            await send(message)
+
+        await self.app(scope, receive, send_with_hsts)
+
+    def _certified(self, scope: Scope) -> bool:
+        """Whether this request came over HTTPS under a name the served certificate proves."""
+        name = host_name(Headers(scope=scope).get("host"))
+        by_name = name is not None and under_scope(name, self.agent.config)
+        return scope["scheme"] == "https" and by_name and valid_url(self.agent.state) is not None
 
 
 # --- the app ---------------------------------------------------------------------------------
@@ -566,5 +602,9 @@ def create_app(agent: AgentPort) -> Starlette:
             Route("/disconnect", pages.action, methods=["POST"]),
         ],
         # The security headers go on the 421s too: the host check runs inside them.
-        middleware=[Middleware(SecurityHeaders), Middleware(OwnHostsOnly, agent=agent)],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(OwnHostsOnly, agent=agent),
+            Middleware(StrictTransport, agent=agent),
+        ],
     )
