@@ -1,9 +1,10 @@
-"""The one table the cloud and the DNS share: ``acme_challenges``, the DNS-01 TXT values.
+"""A table the cloud and the DNS share: ``acme_challenges``, the DNS-01 TXT values (the other
+is ``acme_accounts``, :mod:`lanlock.account_table`).
 
 The cloud's ACME issuer writes a row per value while an order is pending; every DNS replica
 reads the unexpired rows (a snapshot, :mod:`lanlock.dns.challenges`) and answers each value at
 ``_acme-challenge.<scope>.<zone>`` and nowhere else (docs/design.md §7). That is the whole
-contract:
+contract of this table:
 
 * ``scope``: the scope of the order that wrote the row (lower case); the DNS derives the one
   name it answers from it, so the cloud can never publish under a name of its choosing;

@@ -3,7 +3,7 @@
 Alembic migrations (``migrations/versions``) create these tables; a change here needs a new
 migration, and ``tests/store/test_store.py`` checks that the two agree. Revision ids are
 zero-padded numbers in order ("0001", "0002", …): the DNS compares them to the one it needs
-(:mod:`lanlock.challenge_table`).
+(:mod:`lanlock.challenge_table`, :mod:`lanlock.account_table`).
 """
 
 from __future__ import annotations

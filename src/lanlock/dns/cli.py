@@ -76,7 +76,8 @@ def dns() -> None:
     default=[defaults.CAA_ISSUER],
     show_default=True,
     metavar="DOMAIN",
-    help="the only CA allowed to issue for the zone (CAA issue and issuewild); repeat for more",
+    help="the CA allowed to issue for the zone (CAA issue and issuewild), to the cloud's ACME "
+    "accounts only once the store holds one; repeat for more",
 )
 @click.option(
     "--site-address",
