@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from lanlock import pki
 from lanlock.box.cloud_client import CloudAnswer, read_answer, signed_body, x509_payload
 from lanlock.cloud import admin
+from lanlock.cloud.models import SCHEMA
 from lanlock.store import Store
 from tests.threads import Span, run_together
 
@@ -34,6 +35,15 @@ class Customer:
         admin.add_database(store, customer.db_uuid, "test", kind)
         admin.add_subscription(store, customer.code, customer.db_uuid, state, iot_boxes)
         return customer
+
+
+def customer_in(store_url: str, iot_boxes: int = 5) -> Customer:
+    """A customer made in the store at ``store_url`` (a running cloud's), with its own pool."""
+    store = Store(store_url, SCHEMA, pool_size=1)
+    try:
+        return Customer.create(store, iot_boxes=iot_boxes)
+    finally:
+        store.dispose()
 
 
 @dataclass

@@ -20,7 +20,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,15 +87,7 @@ def start_dns_on_port_53(store_url: str, work: Path) -> RunningDNS:
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    server = RunningDNS(DNS_PORT, store_url, process, log)
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline and process.poll() is None:
-        with contextlib.suppress(dns.exception.Timeout, OSError):
-            server.ask(ZONE, "SOA", timeout=0.2)
-            return server
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"lanlock dns serve did not answer on port 53:\n{server.log_text()}")
+    return RunningDNS(DNS_PORT, store_url, process, log).answering(START_SECONDS)
 
 
 def start_paid_box(store_url: str, cloud: RunningCloud, work: Path) -> RunningBox:

@@ -31,7 +31,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -246,15 +245,7 @@ def owners_of(folder: Path) -> list[int]:
 
 def start_dns(env: dict[str, str], caps: list[str], work: Path) -> RunningDNS:
     process = start_as_user(env, caps, work / "dns.log", "dns", "serve")
-    server = RunningDNS(53, "", process, work / "dns.log")
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline and process.poll() is None:
-        with contextlib.suppress(dns.exception.Timeout, OSError):
-            server.ask(ZONE, "SOA", timeout=0.2)
-            return server
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"lanlock dns serve did not answer on port 53:\n{server.log_text()}")
+    return RunningDNS(53, "", process, work / "dns.log").answering(WAIT)
 
 
 def dns_answers(name: str) -> dict[str, Any]:

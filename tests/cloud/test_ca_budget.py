@@ -29,18 +29,10 @@ from lanlock.cloud.ca_budget import (
 )
 from lanlock.cloud.models import AuditEntry, Box, Certificate, cloud_store
 from lanlock.cloud.server import CloudSettings, ca_budget_of
-from tests.boxes import Customer, TestBox, post_together
+from tests.boxes import Customer, TestBox, customer_in, post_together
 from tests.servers import ZONE, running_cloud, start_cloud
 
 FIRST_CERTIFICATES = 3
-
-
-def customer_of(cloud, boxes: int = 5) -> Customer:
-    store = cloud_store(cloud.store_url, pool_size=1)
-    try:
-        return Customer.create(store, iot_boxes=boxes)
-    finally:
-        store.dispose()
 
 
 def refused(response) -> tuple[int, str, int]:
@@ -75,7 +67,7 @@ def scope_limited_cloud(tmp_path):
 
 
 def test_first_certificates_wait_when_the_domain_budget_is_spent_and_renewals_go_on(cloud):
-    customer = customer_of(cloud, boxes=10)
+    customer = customer_in(cloud.store_url, 10)
     boxes = [TestBox(cloud.url) for _ in range(FIRST_CERTIFICATES + 1)]
     for box in boxes[:FIRST_CERTIFICATES]:
         assert box.ask(customer).result
@@ -105,7 +97,7 @@ def test_first_certificates_wait_when_the_domain_budget_is_spent_and_renewals_go
 
 def test_a_renewal_near_expiry_takes_what_an_early_one_must_leave(scope_limited_cloud):
     cloud = scope_limited_cloud
-    customer = customer_of(cloud)
+    customer = customer_in(cloud.store_url)
     box = TestBox(cloud.url)
     assert box.ask(customer).result  # the first certificate: 4 of 5 duplicates left
     for _ in range(3):  # early renewals (new keys, the certificate fresh) down to the reserve
@@ -144,7 +136,7 @@ def test_replicas_spend_from_one_budget(tmp_path):
             "certificates_per_domain=3/1h",
         )
         try:
-            customer = customer_of(first, boxes=20)
+            customer = customer_in(first.store_url, 20)
             boxes = [TestBox(first.url) for _ in range(8)]
             bodies = [
                 (cloud.url, signed_body(box.device_key, box.payload(customer)))

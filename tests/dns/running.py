@@ -37,6 +37,20 @@ class RunningDNS:
     log: Path
     zone: str = ZONE
 
+    def answering(self, seconds: float) -> RunningDNS:
+        """This server once it answers the zone's SOA; stopped, and RuntimeError with its log,
+        if it does not within ``seconds`` (or exits)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and self.process.poll() is None:
+            with contextlib.suppress(dns.exception.Timeout, OSError):
+                self.ask(self.zone, "SOA", timeout=0.2)
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(
+            f"lanlock dns serve did not answer on port {self.port}:\n{self.log_text()}"
+        )
+
     def ask(
         self,
         name: str,

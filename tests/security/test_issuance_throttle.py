@@ -13,8 +13,7 @@ import pytest
 
 from lanlock import pki
 from lanlock.box.cloud_client import signed_body
-from lanlock.cloud.models import cloud_store
-from tests.boxes import Customer, TestBox
+from tests.boxes import TestBox, customer_in
 from tests.servers import running_cloud
 
 PER_BOX = 3
@@ -32,21 +31,13 @@ def cloud(tmp_path_factory):
         yield running
 
 
-def customer_of(cloud, boxes: int = 5) -> Customer:
-    store = cloud_store(cloud.store_url, pool_size=1)
-    try:
-        return Customer.create(store, iot_boxes=boxes)
-    finally:
-        store.dispose()
-
-
 def with_new_key(box: TestBox) -> TestBox:
     box.tls_key = pki.new_private_key()
     return box
 
 
 def test_a_box_asking_with_new_keys_is_stopped_and_reuse_still_works(cloud):
-    customer = customer_of(cloud)
+    customer = customer_in(cloud.store_url)
     box = TestBox(cloud.url)
     for _ in range(PER_BOX):
         assert with_new_key(box).ask(customer).result
@@ -61,7 +52,7 @@ def test_a_box_asking_with_new_keys_is_stopped_and_reuse_still_works(cloud):
 
 
 def test_a_subscription_is_stopped_at_its_share(cloud):
-    customer = customer_of(cloud, boxes=2)  # factor 2: four new certificates a window
+    customer = customer_in(cloud.store_url, 2)  # factor 2: four new certificates a window
     boxes = [TestBox(cloud.url), TestBox(cloud.url)]
     issued = 0
     for box in boxes * 2:
