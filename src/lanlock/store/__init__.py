@@ -7,11 +7,16 @@ guarantees to the cloud's concurrency rules. PostgreSQL gets them from row locks
 (``SELECT … FOR UPDATE``); SQLite ignores ``FOR UPDATE``, so every SQLite transaction starts with
 ``BEGIN IMMEDIATE``, which takes the database's write lock up front and makes two writers queue
 instead of both reading stale counts.
+
+A store is only ever migrated forward. One at a revision this code does not have was migrated
+by a newer lanlock: every role refuses it (:class:`SchemaTooNew`) rather than run on tables whose
+meaning it does not know, and says to upgrade the software.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import time
@@ -21,6 +26,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import (
     Connection,
     Engine,
@@ -44,6 +50,14 @@ class StoreConfigError(ValueError):
     """A store URL that cannot work as given; the message names the problem and the fix."""
 
 
+class SchemaTooNew(StoreConfigError):
+    """The store's schema is at a revision this code does not have: a newer lanlock migrated it.
+
+    A StoreConfigError, so that every role's command line tells it in one line; the message
+    names the store's revision and the fix (the newer software: a store never goes back).
+    """
+
+
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 
 
@@ -53,6 +67,12 @@ class Schema:
 
     migrations: Path
     version_table: str = "alembic_version"  # what the migrations' env.py gives Alembic
+
+    def refuse_unknown(self, revision: str | None) -> None:
+        """SchemaTooNew unless ``revision`` is one of this schema's own (or None: empty)."""
+        known = known_revisions(self.migrations)
+        if revision is not None and revision not in known:
+            raise SchemaTooNew(_too_new(revision, f"{self.migrations.parent.name} {known[0]}"))
 
 
 class Store:
@@ -78,6 +98,8 @@ class Store:
             if not self.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
             try:
+                # Before Alembic, which would fail on it with a traceback, and change nothing.
+                self.schema.refuse_unknown(_stored_revision(conn, self.schema.version_table))
                 config = alembic_config(self.schema)
                 config.attributes["connection"] = conn
                 command.upgrade(config, revision)
@@ -103,12 +125,49 @@ def alembic_config(schema: Schema) -> Config:
 
 
 def schema_revision(conn: Connection, version_table: str) -> str | None:
-    """The revision a database's schema is at (None: never migrated), read without Alembic's
-    scripts, so that a role can check another role's schema without owning its migrations."""
+    """The revision a database's schema is at (None: never migrated), without the role's
+    Schema, so that a role can check another role's schema without owning its migrations.
+
+    A revision that no schema of this installation has is refused (SchemaTooNew): a newer
+    lanlock migrated the store, and its tables may no longer mean what this code reads.
+    """
+    revision = _stored_revision(conn, version_table)
+    schemas = installed_schemas()
+    if revision is not None and not any(revision in known for known in schemas.values()):
+        raise SchemaTooNew(_too_new(revision, ", ".join(f"{r} {k[0]}" for r, k in schemas.items())))
+    return revision
+
+
+def _stored_revision(conn: Connection, version_table: str) -> str | None:
     if not inspect(conn).has_table(version_table):
         return None
     versions = table(version_table, column("version_num"))
     return conn.execute(select(versions.c.version_num)).scalar()
+
+
+@functools.cache
+def known_revisions(migrations: Path) -> tuple[str, ...]:
+    """The revisions of one migrations folder, newest first (a schema's history is a line)."""
+    return tuple(script.revision for script in ScriptDirectory(str(migrations)).walk_revisions())
+
+
+def installed_schemas() -> dict[str, tuple[str, ...]]:
+    """Every role's revisions in this installation, by role: each keeps its migrations in
+    ``lanlock/<role>/migrations`` (the store is the floor they stand on, so it cannot import
+    them; the DNS checks the cloud's schema without the cloud's code)."""
+    package = Path(__file__).resolve().parent.parent
+    return {
+        folder.parent.name: known_revisions(folder)
+        for folder in sorted(package.glob("*/migrations"))
+    }
+
+
+def _too_new(revision: str, newest: str) -> str:
+    return (
+        f"the store's schema is at revision {revision}, newer than this lanlock knows (its "
+        f"newest: {newest}): a newer lanlock has migrated it. Upgrade lanlock to that version "
+        "or later; a store is never migrated back to an older version"
+    )
 
 
 def parse_url(url: str) -> URL:
@@ -205,6 +264,7 @@ def _sqlite_begin_immediate(connection: object) -> None:
 
 __all__ = [
     "Schema",
+    "SchemaTooNew",
     "Store",
     "StoreConfigError",
     "alembic_config",
