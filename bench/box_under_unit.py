@@ -64,21 +64,19 @@ from tests.benchscripts import load  # noqa: E402
 from tests.boxes import Customer  # noqa: E402
 from tests.privileged_ports_run import (  # noqa: E402
     BOX_ADDRESS,
+    NAMESPACES,
     NO_CONSOLE_NEEDED,
     USER,
     join_the_lan,
     open_the_ways,
     process_status,
+    require_namespaces_and_setpriv,
     run_as_user,
     socket_owners,
     start_as_user,
     unit_settings,
 )
 from tests.servers import ZONE, start_cloud, stop_process  # noqa: E402
-from tests.test_privileged_ports import (  # noqa: E402
-    NAMESPACES,
-    require_namespaces_and_setpriv,
-)
 
 from lanlock import __version__, names  # noqa: E402
 from lanlock.box.settings import STATE_FILE, load_config  # noqa: E402

@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import socket
 import ssl
 import subprocess
@@ -46,6 +47,7 @@ from lanlock import names
 from lanlock.cloud.models import cloud_store
 from tests.boxes import Customer
 from tests.dns.running import RunningDNS
+from tests.realparts import require
 from tests.servers import (
     ZONE,
     RunningBox,
@@ -61,6 +63,24 @@ BOX_ADDRESS6 = "fd77::7"
 NO_CONSOLE_NEEDED = "http://127.0.0.1:1"  # a console URL is what makes a box "connected"
 LOW_PORTS = (53, 80, 443)
 WAIT = 30.0  # seconds for a part to start, or the box to get its certificate
+
+
+NAMESPACES = ["unshare", "--net", "--mount", "--pid", "--mount-proc", "--fork", "--kill-child"]
+
+
+def require_namespaces_and_setpriv() -> None:
+    require(os.geteuid() == 0, "making network and mount namespaces needs root")
+    require(
+        all(shutil.which(tool) for tool in ("unshare", "setpriv", "ip", "mount")),
+        "unshare, setpriv, ip or mount (util-linux, iproute2) is not installed",
+    )
+    probe = subprocess.run(
+        [*NAMESPACES, "ip", "link", "add", "probe0", "type", "veth", "peer", "name", "probe1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    require(probe.returncode == 0, f"namespaces cannot be made here: {probe.stderr.strip()}")
 
 
 def ip(*args: str) -> None:

@@ -14,8 +14,6 @@ DNS on port 53 resolves (UDP and TCP), and its HTTP port answers.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,29 +24,18 @@ from urllib.parse import urlsplit
 import pytest
 
 from lanlock import names
-from tests.privileged_ports_run import BOX_ADDRESS, BOX_ADDRESS6, USER
-from tests.realparts import require
+from tests.privileged_ports_run import (
+    BOX_ADDRESS,
+    BOX_ADDRESS6,
+    NAMESPACES,
+    USER,
+    require_namespaces_and_setpriv,
+)
 from tests.servers import ZONE
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMESPACES = ["unshare", "--net", "--mount", "--pid", "--mount-proc", "--fork", "--kill-child"]
 RUN_SECONDS = 90
 ONLY_NET_BIND_SERVICE = f"{1 << 10:016x}"  # CAP_NET_BIND_SERVICE is capability 10
-
-
-def require_namespaces_and_setpriv() -> None:
-    require(os.geteuid() == 0, "making network and mount namespaces needs root")
-    require(
-        all(shutil.which(tool) for tool in ("unshare", "setpriv", "ip", "mount")),
-        "unshare, setpriv, ip or mount (util-linux, iproute2) is not installed",
-    )
-    probe = subprocess.run(
-        [*NAMESPACES, "ip", "link", "add", "probe0", "type", "veth", "peer", "name", "probe1"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    require(probe.returncode == 0, f"namespaces cannot be made here: {probe.stderr.strip()}")
 
 
 @pytest.fixture(scope="module")
