@@ -360,6 +360,9 @@ defaults
     timeout queue 30s
     retries 3
     option redispatch
+    # HAProxy's own 503 (every replica failing its health check) tells a box when to come back,
+    # as the cloud's own 503s do, spread over 1-10 s so that the boxes do not return as one wave.
+    http-error status 503 content-type application/json string '{{"detail": "no cloud replica is up; try again later"}}' hdr Retry-After "%[rand(10),add(1)]"
 
 frontend fleet
     bind 127.0.0.1:{port}
