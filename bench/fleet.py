@@ -344,6 +344,13 @@ class PrivatePostgres:
 # --- HAProxy ------------------------------------------------------------------------------------
 
 
+# HAProxy's own 503 (every replica failing its health check) tells a box when to come back, as
+# the cloud's own 503s do, spread over 1-10 s so that the boxes do not return as one wave.
+HTTP_ERROR_503 = (
+    "    http-error status 503 content-type application/json"
+    ' string \'{"detail": "no cloud replica is up; try again later"}\''
+    ' hdr Retry-After "%[rand(10),add(1)]"'
+)
 HAPROXY_CFG = """\
 global
     log stdout format raw local0 notice
@@ -360,9 +367,7 @@ defaults
     timeout queue 30s
     retries 3
     option redispatch
-    # HAProxy's own 503 (every replica failing its health check) tells a box when to come back,
-    # as the cloud's own 503s do, spread over 1-10 s so that the boxes do not return as one wave.
-    http-error status 503 content-type application/json string '{{"detail": "no cloud replica is up; try again later"}}' hdr Retry-After "%[rand(10),add(1)]"
+{http_error}
 
 frontend fleet
     bind 127.0.0.1:{port}
@@ -385,7 +390,9 @@ backend clouds
 
 def haproxy_config(port: int, stats_port: int, replica_ports: list[int]) -> str:
     servers = "\n".join(f"    server r{i} 127.0.0.1:{p} check" for i, p in enumerate(replica_ports))
-    return HAPROXY_CFG.format(port=port, stats_port=stats_port, servers=servers)
+    return HAPROXY_CFG.format(
+        port=port, stats_port=stats_port, servers=servers, http_error=HTTP_ERROR_503
+    )
 
 
 def haproxy_stats(stats_port: int) -> dict[str, dict[str, Any]]:
