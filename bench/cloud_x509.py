@@ -944,6 +944,207 @@ def herd_phase(
     return figures
 
 
+# --- in process: the CPU of an answer, and where it goes ----------------------------------------
+
+# The steps of X509Service.handle timed by ``--in-process --profile``, in the order they run:
+# (label, module, attribute path). Each is timed inclusively, nested where it is called inside
+# another; one the code does not have (an older or newer request path) is left out.
+STEPS = [
+    ("verify the JWS", "lanlock.cloud.x509", "verify_request"),
+    ("parse and check the CSR", "lanlock.cloud.csr_policy", "parse"),
+    ("express lane (a transaction of its own)", "lanlock.cloud.x509", "X509Service._express"),
+    ("first look", "lanlock.cloud.x509", "X509Service._first_look"),
+    ("  the box's row", "lanlock.cloud.express", "look"),
+    ("  express lane: reuse check and writes", "lanlock.cloud.express", "reused_certificate"),
+    ("  nonce (wherever written)", "lanlock.cloud.nonces", "remember"),
+    ("  eligibility", "lanlock.cloud.eligibility", "check"),
+    ("  registration", "lanlock.cloud.registration", "register_in"),
+    ("  lease, reuse, budget (in the first look)", "lanlock.cloud.issuance", "Issuance.take_in"),
+    ("  issue and record in it", "lanlock.cloud.issuance", "Issuance.issue_in"),
+    ("registration", "lanlock.cloud.registration", "register"),
+    ("issuance (all of it)", "lanlock.cloud.issuance", "Issuance.certificate_for"),
+    (
+        "  lease, reuse, budget (own transaction)",
+        "lanlock.cloud.issuance",
+        "Issuance._reuse_or_lease",
+    ),
+    ("  the CA signs", "lanlock.cloud.issuance", "Issuance._issue"),
+    ("  record", "lanlock.cloud.issuance", "Issuance._record"),
+    ("the answer's JSON", "lanlock.cloud.x509", "X509Service._result"),
+]
+
+
+class StepTimer:
+    """Wall time per step of ``STEPS`` (in process, one thread: its CPU plus the store's I/O)."""
+
+    def __init__(self) -> None:
+        self.seconds: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def install(self) -> list[str]:
+        import importlib
+
+        found = []
+        for label, module_name, path in STEPS:
+            owner: Any = importlib.import_module(module_name)
+            *parents, attribute = path.split(".")
+            for parent in parents:
+                owner = getattr(owner, parent, None)
+            original = owner.__dict__.get(attribute) if owner is not None else None
+            if original is None:
+                continue
+            self._undo.append((owner, attribute, original))
+            setattr(owner, attribute, self._timed(label, original))
+            found.append(label)
+        return found
+
+    def uninstall(self) -> None:
+        for owner, attribute, original in reversed(self._undo):
+            setattr(owner, attribute, original)
+        self._undo.clear()
+
+    def _timed(self, label: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        import functools
+
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - started
+                self.calls[label] += 1
+
+        return timed
+
+
+def in_process(args: argparse.Namespace) -> dict[str, Any]:
+    """``X509Service.handle`` called in a loop in this process: CPU per answer for new boxes
+    and for reuse, ``--rounds`` times each, per backend; with ``--profile`` also each step's
+    time per answer (a separate run: the timers cost a little)."""
+    from lanlock.cloud.server import CloudSettings, build_service
+
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    if not args.postgres_url and "postgres" in backends:
+        say("no PostgreSQL URL: in process on SQLite only")
+        backends.remove("postgres")
+    results = []
+    for backend in backends:
+        result: dict[str, Any] = {"backend": backend, "issue": [], "reuse": []}
+        result["background_cpu_pct_before"] = wait_for_quiet(args.wait_quiet)
+        with (
+            tempfile.TemporaryDirectory(prefix=f"lanlock-inproc-{backend}-") as tmp_name,
+            fresh_store(backend, Path(tmp_name), args.postgres_url) as store_url,
+        ):
+            tmp = Path(tmp_name)
+            os.environ["LANLOCK_SECRET_KEY"] = SECRET
+            settings = CloudSettings(
+                data_dir=tmp / "data", store_url=store_url, zone=ZONE, failure_limit=1_000_000
+            )
+            service = build_service(settings)
+            try:
+                warm = new_boxes(50, seed(store_url, 1, 60))  # compiled statements, caches
+                _handle_all(service, [box.body() for box in warm])
+                _handle_all(service, [box.body() for box in warm])
+                rounds = [*range(args.rounds)] + (["profile"] if args.profile else [])
+                for round_ in rounds:
+                    profiled = round_ == "profile"
+                    customer = seed(store_url, 1, args.inproc_issue + 10)
+                    fleet = new_boxes(args.inproc_issue, customer)
+                    say(f"[{backend}] in process, round {round_}: signing")
+                    bodies = [box.body() for box in fleet]
+                    timer = StepTimer() if profiled else None
+                    steps = timer.install() if timer else []
+                    try:
+                        issue = _handle_all(service, bodies)
+                        reuse_bodies = [
+                            fleet[i % args.reuse_boxes].body() for i in range(args.inproc_reuse)
+                        ]
+                        if timer:
+                            issue["steps_us"] = _per_answer(timer, steps, len(bodies))
+                            timer.seconds.clear()
+                        reuse = _handle_all(service, reuse_bodies)
+                        if timer:
+                            reuse["steps_us"] = _per_answer(timer, steps, len(reuse_bodies))
+                    finally:
+                        if timer:
+                            timer.uninstall()
+                    if profiled:
+                        result["profile"] = {"issue": issue, "reuse": reuse}
+                    else:
+                        result["issue"].append(issue)
+                        result["reuse"].append(reuse)
+                    say(
+                        f"  issue {issue['cpu_ms']} ms CPU/answer, reuse {reuse['cpu_ms']} ms"
+                        + (" (profiled)" if profiled else "")
+                    )
+            finally:
+                service.store.dispose()
+        results.append(result)
+    return {"results": results}
+
+
+def _handle_all(service: Any, bodies: list[bytes]) -> dict[str, Any]:
+    import gc
+
+    gc.collect()
+    errors: Counter[str] = Counter()
+    pg_before, cpu_before, wall_before = _postgres_cpu(), time.process_time(), time.perf_counter()
+    for index, body in enumerate(bodies):
+        answer = service.handle(body, f"10.1.{(index >> 8) & 255}.{index & 255}")
+        if answer.status != 200 or "result" not in answer.body:
+            errors[str(answer.status) + ":" + str(answer.body)[:80]] += 1
+    cpu = time.process_time() - cpu_before
+    wall = time.perf_counter() - wall_before
+    pg = _postgres_cpu() - pg_before
+    if errors:
+        raise RuntimeError(f"answers that are not certificates: {dict(errors)}")
+    count = len(bodies)
+    return {
+        "answers": count,
+        "cpu_ms": round(1000 * cpu / count, 3),
+        "wall_ms": round(1000 * wall / count, 3),
+        "postgres_cpu_ms": round(1000 * pg / count, 3),
+    }
+
+
+def _per_answer(timer: StepTimer, steps: list[str], answers: int) -> dict[str, float]:
+    return {label: round(1e6 * timer.seconds[label] / answers, 1) for label in steps}
+
+
+def _spread(values: list[float]) -> str:
+    ordered = sorted(values)
+    median = ordered[len(ordered) // 2]
+    return f"{median:.3f} ms (min {ordered[0]:.3f}, max {ordered[-1]:.3f}, n={len(ordered)})"
+
+
+def in_process_table(report: dict[str, Any]) -> str:
+    lines = []
+    for result in report["results"]:
+        backend = result["backend"]
+        for phase in ("issue", "reuse"):
+            runs = result[phase]
+            if runs:
+                cpu = _spread([r["cpu_ms"] for r in runs])
+                wall = _spread([r["wall_ms"] for r in runs])
+                lines.append(f"{backend:<9}{phase:<7} CPU per answer {cpu}; wall {wall}")
+                if backend == "postgres":
+                    pg = _spread([r["postgres_cpu_ms"] for r in runs])
+                    lines.append(f"{'':<16} PostgreSQL CPU per answer {pg} (every backend's)")
+        profile = result.get("profile")
+        if profile:
+            lines.append(f"{backend}: µs per answer in each step (wall, inclusive; profiled run)")
+            for phase in ("issue", "reuse"):
+                steps = profile[phase]["steps_us"]
+                shown = ", ".join(f"{k.strip()} {v:g}" for k, v in steps.items() if v)
+                lines.append(
+                    f"  {phase} ({profile[phase]['wall_ms'] * 1000:.0f} µs in all): {shown}"
+                )
+        lines.append(f"  others used {result['background_cpu_pct_before']}% of a core before")
+    return "\n".join(lines)
+
+
 # --- output -------------------------------------------------------------------------------------
 
 
@@ -1078,6 +1279,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="before each backend, wait up to this many seconds for other work to calm down",
     )
     parser.add_argument("--keep-log", action="store_true", help="put the cloud's log in the JSON")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="no HTTP: call X509Service.handle in a loop in this process and give its CPU per "
+        "answer for new boxes and for reuse (--rounds times each)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="in process: rounds per path")
+    parser.add_argument(
+        "--inproc-issue", type=int, default=1500, help="in process: new boxes per round"
+    )
+    parser.add_argument(
+        "--inproc-reuse", type=int, default=3000, help="in process: reuse answers per round"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="in process: one more round with each step of the request timed",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.customers < 1 or args.herd < 0 or args.herd_seconds <= 0 or args.concurrency < 1:
@@ -1085,6 +1304,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.phases.split(",")) - {"reference", "reuse", "issue", "herd"}
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    if args.in_process and not 1 <= args.reuse_boxes <= args.inproc_issue:
+        parser.error("in process, --reuse-boxes must be between 1 and --inproc-issue")
     return args
 
 
@@ -1115,6 +1336,17 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "results": [],
     }
+    if args.in_process:
+        try:
+            report["results"] = in_process(args)["results"]
+        except KeyboardInterrupt:
+            say("interrupted: the store was removed")
+            return 130
+        print(in_process_table(report))
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+            say(f"figures written to {args.json}")
+        return 0
     if args.pin:
         pin_client()  # after the machine's record: it counts every core
     try:

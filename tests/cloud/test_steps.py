@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lanlock import errors, pki
-from lanlock.cloud import admin, eligibility, limits, nonces, registration
+from lanlock.cloud import admin, eligibility, express, limits, nonces, registration
 from lanlock.cloud.audit import TokenBucket
 from lanlock.cloud.issuance import ScopeLease
 from lanlock.cloud.jws import SignedRequest, Unauthorized
@@ -59,13 +59,27 @@ def request_of(db_uuid: str, code: str) -> SignedRequest:
 
 
 def refusal(store: Store, request: SignedRequest) -> str | None:
+    """What the eligibility checks say of a request, as the first look asks them."""
     failures = limits.FailureCounts(100, 60)
     try:
         with store.transaction() as session:
-            eligibility.check_credentials(session, request, "192.0.2.1", failures)
+            conn = session.connection()
+            row = express.look(conn, request.box_id)
+            box = express.registered(request.box_id, row)
+            eligibility.check(conn, request, row, box, "192.0.2.0/24", failures, NOW)
     except Refused as refused:
         return refused.code
     return None
+
+
+def register(store: Store, request: SignedRequest) -> registration.RegisteredBox:
+    """A new box's registration, in a transaction of its own."""
+    with store.transaction() as session:
+        slot = registration.register_in(
+            session.connection(), request, "192.0.2.0/24", None, not store.is_sqlite
+        )
+    assert slot.is_new
+    return slot.box
 
 
 def test_eligibility_says_no_in_the_documented_order(store):
@@ -82,13 +96,13 @@ def test_eligibility_says_no_in_the_documented_order(store):
 
 def test_registration_takes_one_slot_per_box(store):
     db_uuid, code = customer(store, boxes=1)
-    first, is_new = registration.register(store, request_of(db_uuid, code), "192.0.2.1")
-    assert is_new and first.source_network == "192.0.2.0/24"
+    first = register(store, request_of(db_uuid, code))
+    assert first.source_network == "192.0.2.0/24"
     with pytest.raises(Refused) as refused:
-        registration.register(store, request_of(db_uuid, code), "192.0.2.1")
+        register(store, request_of(db_uuid, code))
     assert refused.value.code == errors.BOX_QUOTA_EXCEEDED
     registration.unregister(store, first.box_id)
-    assert registration.register(store, request_of(db_uuid, code), "192.0.2.1")[1]
+    assert register(store, request_of(db_uuid, code)).box_id != first.box_id
 
 
 def test_a_nonce_is_taken_once(store):

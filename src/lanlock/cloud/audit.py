@@ -80,8 +80,8 @@ class AuditTrail:
     ) -> None:
         """One line in its own transaction."""
         try:
-            with self.store.transaction() as session:
-                session.add(entry(outcome, code, request, source, detail))
+            with self.store.engine.begin() as conn:
+                conn.execute(ADD, values(outcome, code, request, source, detail))
         except (OperationalError, SQLInterfaceError):
             pass  # the answer matters more than its audit line when the store is failing
 

@@ -103,21 +103,9 @@ class FailureCounts:
         self.limit = limit
         self.window = dt.timedelta(seconds=window)
 
-    def retry_after(
-        self, session: Session, keys: Iterable[str], now: dt.datetime
-    ) -> dict[str, int]:
-        """The keys over their limit, each with the seconds until its window is over."""
-        rows = session.scalars(
-            select(FailureCount).where(
-                FailureCount.key.in_(list(keys)),
-                FailureCount.failures >= self.limit,
-                FailureCount.window_start > now - self.window,
-            )
-        )
-        return {
-            row.key: max(1, math.ceil((row.window_start + self.window - now).total_seconds()))
-            for row in rows
-        }
+    def seconds_left(self, window_start: dt.datetime, now: dt.datetime) -> int:
+        """Seconds until the window that began at ``window_start`` is over (at least 1)."""
+        return max(1, math.ceil((window_start + self.window - now).total_seconds()))
 
     def record(self, session: Session, keys: Iterable[str], now: dt.datetime) -> None:
         """One more failure under each key, starting a new window where the last one is over."""

@@ -1,75 +1,186 @@
-"""Binding a box to a subscription, one quota slot each, under a lock every replica respects."""
+"""Binding a box to a subscription, one quota slot each, under a lock every replica respects.
+
+:func:`register_in` works in the caller's transaction (the x509 request's first look: the nonce,
+eligibility and registration are one transaction, so that a new box costs one commit there), in
+SQLAlchemy Core with statements built once.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
+from sqlalchemy.orm import Session
 
 from lanlock import errors, names, pki
 from lanlock.cloud import limits
-from lanlock.cloud.eligibility import box_quota
+from lanlock.cloud.eligibility import QUOTA
 from lanlock.cloud.jws import SignedRequest
 from lanlock.cloud.models import Box, Certificate, Subscription
 from lanlock.cloud.refusals import Refused
 from lanlock.store import Store
 
+boxes, subscriptions = Box.__table__, Subscription.__table__
 
-def register(store: Store, request: SignedRequest, source: str) -> tuple[Box, bool]:
-    """Bind the box to the subscription, taking a slot; return (box, whether it is new)."""
-    with store.transaction() as session:
-        # The lock serialises registrations per subscription across replicas (PostgreSQL row
-        # lock; on SQLite the transaction already holds the write lock): the count below
-        # cannot be overtaken by a concurrent registration.
-        subscription = session.execute(
-            select(Subscription)
-            .where(Subscription.code == request.enterprise_code)
-            .with_for_update()
-        ).scalar_one()
-        box = session.get(Box, request.box_id, populate_existing=True)
-        if box is not None and box.subscription_code == subscription.code:
-            return box, False  # a concurrent request of the same box registered it
-        used = session.scalar(
-            select(func.count())
-            .select_from(Box)
-            .where(Box.subscription_code == subscription.code, Box.state == "active")
+
+@dataclass(frozen=True)
+class RegisteredBox:
+    """A box as the store has it registered: what the rest of the request needs of it."""
+
+    box_id: str
+    scope: str
+    database_uuid: str
+    subscription_code: str
+    state: str = "active"
+    source_network: str | None = None
+
+    @classmethod
+    def of(cls, box_id: str, row: Row) -> RegisteredBox:
+        """From a row with the box's ``scope``, ``database_uuid``, ``subscription_code``,
+        ``state`` and ``source_network``."""
+        return cls(
+            box_id,
+            row.scope,
+            row.database_uuid,
+            row.subscription_code,
+            row.state,
+            row.source_network,
         )
-        if (used or 0) >= box_quota(session, subscription.code):
-            raise Refused(errors.BOX_QUOTA_EXCEEDED)
-        is_new = box is None
-        if box is None:
-            box = Box(
-                box_id=request.box_id,
-                device_key_der=pki.public_key_der(request.device_key),
-                scope=names.new_scope(),
-            )
-            session.add(box)
-        box.database_uuid = request.db_uuid
-        box.subscription_code = subscription.code
-        box.last_address = request.address
-        box.source_network = limits.network_of(source)
-        session.flush()
-        return box, is_new
+
+
+# Built once, like every statement of the request path: a statement object keeps its compiled
+# form, so each execution skips building and keying it again.
+BOX = select(
+    boxes.c.scope,
+    boxes.c.database_uuid,
+    boxes.c.subscription_code,
+    boxes.c.state,
+    boxes.c.source_network,
+).where(boxes.c.box_id == bindparam("box_id"))
+# PostgreSQL's row lock on the subscription: registrations of one subscription queue here across
+# replicas. (SQLite has no row locks: its transactions begin IMMEDIATE and hold the database's
+# write lock from their first statement, which serialises them already; the statement is not
+# sent there.)
+LOCK = (
+    select(subscriptions.c.code).where(subscriptions.c.code == bindparam("code")).with_for_update()
+)
+# Read after the lock, in a statement of its own (PostgreSQL gives each statement a fresh
+# snapshot: one taken before the lock was granted could miss a registration committed while it
+# waited): the slots taken and allowed, and whom the box is registered to now.
+SLOTS = select(
+    select(func.count())
+    .select_from(boxes)
+    .where(boxes.c.subscription_code == bindparam("code"), boxes.c.state == "active")
+    .scalar_subquery()
+    .label("used"),
+    QUOTA.scalar_subquery().label("quota"),
+    select(boxes.c.subscription_code)
+    .where(boxes.c.box_id == bindparam("box_id"))
+    .scalar_subquery()
+    .label("registered_to"),
+)
+ADD = insert(boxes)
+MOVE = update(boxes).where(boxes.c.box_id == bindparam("moved_box_id"))
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A registration's outcome: the box, whether this request registered it new, and the
+    subscription's quota as counted under the lock."""
+
+    box: RegisteredBox
+    is_new: bool
+    quota: int
+
+
+def register_in(
+    conn: Connection,
+    request: SignedRequest,
+    network: str,
+    known: RegisteredBox | None,
+    locks_rows: bool,
+) -> Slot:
+    """Bind the box to the request's subscription in ``conn``'s transaction, taking a slot, or
+    Refused(box_quota_exceeded). ``known`` is the box as this transaction read it before (None:
+    not registered); ``locks_rows``: the store has row locks (PostgreSQL) and the subscription's
+    row is locked first."""
+    code = request.enterprise_code
+    if locks_rows:
+        conn.execute(LOCK, {"code": code}).one()
+    slots = conn.execute(SLOTS, {"code": code, "box_id": request.box_id}).one()
+    if slots.registered_to != (known.subscription_code if known else None):
+        # Registered or moved by a concurrent request of the same box while we waited.
+        row = conn.execute(BOX, {"box_id": request.box_id}).first()
+        known = RegisteredBox.of(request.box_id, row) if row is not None else None
+    quota = int(slots.quota or 0)
+    if known is not None and known.subscription_code == code:
+        return Slot(known, False, quota)  # a concurrent request of the same box registered it
+    if (slots.used or 0) >= quota:
+        raise Refused(errors.BOX_QUOTA_EXCEEDED)
+    if known is None:
+        box = RegisteredBox(
+            request.box_id, names.new_scope(), request.db_uuid, code, "active", network
+        )
+        conn.execute(
+            ADD,
+            {
+                "box_id": box.box_id,
+                "device_key_der": pki.public_key_der(request.device_key),
+                "scope": box.scope,
+                "database_uuid": box.database_uuid,
+                "subscription_code": code,
+                "last_address": request.address,
+                "source_network": network,
+            },
+        )
+        return Slot(box, True, quota)
+    # A registered box that presents another subscription's code moves to it, keeping its scope.
+    conn.execute(
+        MOVE,
+        {
+            "moved_box_id": known.box_id,
+            "database_uuid": request.db_uuid,
+            "subscription_code": code,
+            "last_address": request.address,
+            "source_network": network,
+        },
+    )
+    moved = replace(
+        known, database_uuid=request.db_uuid, subscription_code=code, source_network=network
+    )
+    return Slot(moved, False, quota)
 
 
 def unregister(store: Store, box_id: str) -> None:
     """Give back the slot of a box whose first issuance failed: a refusal takes none."""
     with store.transaction() as session:
-        session.execute(delete(Certificate).where(Certificate.box_id == box_id))
-        session.execute(delete(Box).where(Box.box_id == box_id))
+        unregister_in(session, box_id)
 
+
+def unregister_in(session: Session | Connection, box_id: str) -> None:
+    session.execute(UNREGISTER_CERTIFICATES, {"gone_box_id": box_id})
+    session.execute(UNREGISTER_BOX, {"gone_box_id": box_id})
+
+
+UNREGISTER_CERTIFICATES = delete(Certificate.__table__).where(
+    Certificate.__table__.c.box_id == bindparam("gone_box_id")
+)
+UNREGISTER_BOX = delete(boxes).where(boxes.c.box_id == bindparam("gone_box_id"))
 
 # When and from where a box last asked (its network is one its database works from): a Core
 # statement, for a session or a connection alike.
-SEEN = update(Box.__table__).where(Box.__table__.c.box_id == bindparam("seen_box_id"))
+SEEN = update(boxes).where(boxes.c.box_id == bindparam("seen_box_id"))
 
 
-def seen_values(box_id: str, request: SignedRequest | None, source: str) -> dict[str, Any]:
+def seen_values(
+    box_id: str, request: SignedRequest | None, source: str, network: str | None = None
+) -> dict[str, Any]:
     values: dict[str, Any] = {
         "seen_box_id": box_id,
         "last_seen_at": dt.datetime.now(dt.UTC),
-        "source_network": limits.network_of(source),
+        "source_network": network or limits.network_of(source),
     }
     if request and request.address:
         values["last_address"] = request.address

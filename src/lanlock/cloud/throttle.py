@@ -17,11 +17,12 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from lanlock.cloud.models import Box, Certificate
+from lanlock.cloud.models import Certificate
 
 
 @dataclass(frozen=True)
@@ -40,29 +41,49 @@ class IssuanceLimited(Exception):
         self.retry_after = retry_after
 
 
+certificates = Certificate.__table__
+# Built once: asked for every new certificate (Core keeps a statement's compiled form).
+PER_BOX = select(func.count(), func.min(certificates.c.created_at)).where(
+    certificates.c.box_id == bindparam("box_id"),
+    certificates.c.created_at > bindparam("since"),
+)
+PER_SUBSCRIPTION = select(func.count(), func.min(certificates.c.created_at)).where(
+    certificates.c.subscription_code == bindparam("code"),
+    certificates.c.created_at > bindparam("since"),
+)
+
+
+class BudgetBox(Protocol):
+    box_id: str
+    subscription_code: str
+
+
 def check_budget(
-    session: Session, budget: IssuanceBudget, box: Box, box_slots: int, now: dt.datetime
+    session: Session | Connection,
+    budget: IssuanceBudget,
+    box: BudgetBox,
+    box_slots: int,
+    now: dt.datetime,
+    first: bool = False,
 ) -> None:
-    """Raise IssuanceLimited when the box or its subscription has spent its budget."""
+    """Raise IssuanceLimited when the box or its subscription has spent its budget.
+
+    ``first``: the box was registered by this very transaction, so it has no certificate yet
+    (a certificate's row needs its box's: the foreign key) and its own count is not asked.
+    """
     since = now - dt.timedelta(seconds=budget.window)
     hours = budget.window / 3600
-    count, oldest = session.execute(
-        select(func.count(), func.min(Certificate.created_at)).where(
-            Certificate.box_id == box.box_id, Certificate.created_at > since
-        )
-    ).one()
-    if count >= budget.per_box:
-        raise IssuanceLimited(
-            f"this box got {count} new certificates in {hours:g} h, its limit; a box that "
-            "keeps its TLS key needs none (is it losing its key at every start?)",
-            _seconds_until(oldest, budget, now),
-        )
+    if not first:
+        count, oldest = session.execute(PER_BOX, {"box_id": box.box_id, "since": since}).one()
+        if count >= budget.per_box:
+            raise IssuanceLimited(
+                f"this box got {count} new certificates in {hours:g} h, its limit; a box that "
+                "keeps its TLS key needs none (is it losing its key at every start?)",
+                _seconds_until(oldest, budget, now),
+            )
     allowed = budget.per_box_slot * box_slots
     count, oldest = session.execute(
-        select(func.count(), func.min(Certificate.created_at)).where(
-            Certificate.subscription_code == box.subscription_code,
-            Certificate.created_at > since,
-        )
+        PER_SUBSCRIPTION, {"code": box.subscription_code, "since": since}
     ).one()
     if count >= allowed:
         raise IssuanceLimited(
