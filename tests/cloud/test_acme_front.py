@@ -256,3 +256,18 @@ def test_a_box_checking_in_gets_the_renewal_the_ca_pulled_forward(system, tmp_pa
     assert renewed.public_key() == first.public_key()  # renewed at check-in, with its key
     assert front.orders[-1]["replaces"] == ari_cert_id(first)
     assert len(front.orders) == 2  # one renewal: the new certificate's window is its own
+
+
+def test_what_a_ca_writes_in_a_rate_limit_reaches_a_box_quoted_cut_and_bounded(system):
+    """A CA's problem text and Retry-After are the CA's words: a hostile or broken CA must not
+    put control sequences or megabytes in a box's answer, nor park the fleet for centuries."""
+    front = system.front
+    front.rate_limited, front.retry_after = 1, 10**15
+    front.rate_limited_detail = "\x1b[31mred\x1b[0m\r\nLocation: evil" + "x" * 10_000
+    answer = ask_like_a_box(TestBox(system.cloud.url), Customer.create(system.store))
+    assert (answer.status, answer.refusal_code) == (503, "ca_rate_limited")
+    assert answer.retry_after is not None and answer.retry_after <= 7 * 86400
+    message = answer.message or ""
+    assert len(message) < 400, len(message)
+    assert "\x1b" not in message and "\r" not in message and "\n" not in message
+    assert "red" in message  # what the CA said is still there to read, quoted

@@ -64,6 +64,10 @@ UNAVAILABLE_RETRY_AFTER = 30
 # A rateLimited answer without Retry-After: Let's Encrypt's slowest refill is hours; an hour
 # keeps the fleet from hammering a CA that did not say.
 RATE_LIMITED_RETRY_AFTER = 3600
+# The longest wait a CA's Retry-After can impose: its longest window (Let's Encrypt's limits
+# refill within a week). Longer is a broken or hostile answer, not a reason to stop for good.
+LONGEST_CA_WAIT = 7 * 86400
+CA_WORDS = 200  # characters of a CA's own text kept in a message
 # Renewal information that could not be fetched is asked again after this (RFC 9773 §4.3.3).
 ARI_RETRY_ON_FAILURE = dt.timedelta(hours=6)
 
@@ -103,9 +107,9 @@ def chosen_profile(directory: messages.Directory, wanted: str | None, url: str) 
             f"the ACME CA at {url} offers no profiles (its directory has no meta.profiles); "
             "start without --acme-profile"
         )
-    # The CA wrote these: quoted (control characters escaped), cut short, at most twenty.
+    # The CA wrote these: quoted, cut short, at most twenty.
     listed = "; ".join(
-        f"{str(name)[:40]!r} ({str(offered[name])[:120]!r})" for name in sorted(offered)[:20]
+        f"{ca_words(name, 40)} ({ca_words(offered[name], 120)})" for name in sorted(offered)[:20]
     )
     raise ProfileUnknown(f"the ACME CA at {url} offers no profile {wanted!r}; it offers: {listed}")
 
@@ -177,9 +181,10 @@ class PatientNetwork(client.ClientNetwork):
             if error.code != "rateLimited":
                 raise
             asked = retry_after_seconds(response.headers.get("Retry-After"))
+            wait = RATE_LIMITED_RETRY_AFTER if asked is None else min(asked, LONGEST_CA_WAIT)
             raise CARateLimited(
-                f"the ACME CA limits this account: {error.detail or error.code}",
-                math.ceil(asked) if asked is not None else RATE_LIMITED_RETRY_AFTER,
+                f"the ACME CA limits this account: {ca_words(error.detail or error.code)}",
+                math.ceil(wait),
             ) from None
 
 
@@ -348,7 +353,7 @@ class AcmeIssuer:
                 )
                 return order.update(fullchain_pem=response.text)
             if body.status == messages.STATUS_INVALID:
-                detail = body.error.detail if body.error else "no reason given"
+                detail = ca_words(body.error.detail) if body.error else "no reason given"
                 raise IssuanceError(f"the CA refused the order: {detail}")
             response = acme.net.post(order.uri, None, new_nonce_url=acme.directory["newNonce"])
             order = order.update(body=messages.Order.from_json(response.json()))
@@ -539,9 +544,12 @@ class AcmeIssuer:
         except messages.Error as exc:
             if exc.code == "serverInternal":
                 raise IssuerUnavailable(
-                    f"the ACME CA is failing: {exc.detail or exc.code}", UNAVAILABLE_RETRY_AFTER
+                    f"the ACME CA is failing: {ca_words(exc.detail or exc.code)}",
+                    UNAVAILABLE_RETRY_AFTER,
                 ) from None
-            raise IssuanceError(f"the ACME CA refused: {exc.code}: {exc.detail}") from None
+            raise IssuanceError(
+                f"the ACME CA refused: {ca_words(exc.code, 40)}: {ca_words(exc.detail)}"
+            ) from None
         except acme_errors.ValidationError as exc:
             raise IssuanceError(
                 "; ".join(_authorization_problem(a) for a in exc.failed_authzrs)
@@ -552,7 +560,14 @@ class AcmeIssuer:
                 raise IssuerUnavailable(
                     f"the ACME CA answered HTTP {response.status_code}", UNAVAILABLE_RETRY_AFTER
                 ) from None
-            raise IssuanceError(f"the ACME exchange failed: {exc}") from None
+            raise IssuanceError(f"the ACME exchange failed: {ca_words(exc)}") from None
+
+
+def ca_words(text: object, limit: int = CA_WORDS) -> str:
+    """What a CA wrote, for a message a box, a log or an operator reads: cut to ``limit``
+    characters and quoted (``repr``: control characters escaped), so that no CA can write
+    escape sequences, line breaks or megabytes into them."""
+    return repr(str(text)[:limit])
 
 
 def _aware(moment: dt.datetime | None) -> dt.datetime | None:
@@ -566,7 +581,7 @@ def _authorization_problem(authz: messages.AuthorizationResource) -> str:
     identifier = authz.body.identifier.value
     for challenge in authz.body.challenges:
         if challenge.error is not None:
-            return f"validation of {identifier} failed: {challenge.error.detail}"
+            return f"validation of {identifier} failed: {ca_words(challenge.error.detail)}"
     return f"validation of {identifier} ended {authz.body.status}"
 
 
