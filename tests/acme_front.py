@@ -47,6 +47,7 @@ class AcmeFront:
     windows: dict[str, tuple[dt.datetime, dt.datetime]] = field(default_factory=dict)
     rate_limited: int = 0  # how many of the next newOrders get rateLimited
     retry_after: int = 10
+    renewal_info_retry_after: int = 21600  # the Retry-After of its renewal information
     rate_limited_detail: str = PER_DOMAIN_DETAIL
     orders: list[dict] = field(default_factory=list)  # each newOrder payload, as signed
     renewal_info_asked: list[str] = field(default_factory=list)  # certificate IDs asked about
@@ -143,7 +144,9 @@ def _handler(front: AcmeFront) -> type[BaseHTTPRequestHandler]:
             start, end = front.suggested_window(certificate_id)
             window = {"start": start.isoformat(), "end": end.isoformat()}
             body = json.dumps({"suggestedWindow": window}).encode()
-            self._send(200, body, "application/json", {"Retry-After": "21600"})
+            self._send(
+                200, body, "application/json", {"Retry-After": str(front.renewal_info_retry_after)}
+            )
 
         def _send(
             self, status: int, body: bytes, kind: str, headers: dict[str, str] | None = None

@@ -271,3 +271,15 @@ def test_what_a_ca_writes_in_a_rate_limit_reaches_a_box_quoted_cut_and_bounded(s
     assert len(message) < 400, len(message)
     assert "\x1b" not in message and "\r" not in message and "\n" not in message
     assert "red" in message  # what the CA said is still there to read, quoted
+
+
+def test_renewal_information_asked_again_within_a_week_whatever_the_ca_says(system):
+    """A Retry-After of 10^15 on renewal information (a broken CA) must neither fail the
+    issuance nor put the next question centuries away."""
+    system.front.renewal_info_retry_after = 10**15
+    result = ask_like_a_box(TestBox(system.cloud.url), Customer.create(system.store)).result
+    assert result is not None
+    with system.store.transaction() as session:
+        next_check = session.scalars(select(Certificate.ari_next_check)).one()
+    assert next_check is not None
+    assert next_check <= dt.datetime.now(dt.UTC) + dt.timedelta(days=7, minutes=1)

@@ -397,12 +397,15 @@ class AcmeIssuer:
         a CA that offers no renewal information."""
         if "renewalInfo" not in acme.directory.to_partial_json():
             return NO_ADVICE
+        now = dt.datetime.now(dt.UTC)
         try:
             suggested, next_check = acme.renewal_time(leaf.public_bytes(serialization.Encoding.PEM))
-        except (acme_errors.Error, requests.RequestException, ValueError) as exc:
-            log.warning("renewal information unavailable: %s", exc)
-            return RenewalAdvice(next_check=dt.datetime.now(dt.UTC) + ARI_RETRY_ON_FAILURE)
-        return RenewalAdvice(_aware(suggested), _aware(next_check))
+        # OverflowError: a Retry-After too far for a datetime (a broken CA).
+        except (acme_errors.Error, requests.RequestException, ValueError, OverflowError) as exc:
+            log.warning("renewal information unavailable: %s", ca_words(exc))
+            return RenewalAdvice(next_check=now + ARI_RETRY_ON_FAILURE)
+        latest = now + dt.timedelta(seconds=LONGEST_CA_WAIT)
+        return RenewalAdvice(_aware(suggested), min(_aware(next_check) or latest, latest))
 
     # --- the challenge records ---------------------------------------------------------------
 
