@@ -1343,9 +1343,7 @@ def main(argv: list[str] | None = None) -> int:
             say("interrupted: the store was removed")
             return 130
         print(in_process_table(report))
-        if args.json:
-            args.json.write_text(json.dumps(report, indent=2) + "\n")
-            say(f"figures written to {args.json}")
+        write_report(report, args.json)
         return 0
     if args.pin:
         pin_client()  # after the machine's record: it counts every core
@@ -1357,10 +1355,14 @@ def main(argv: list[str] | None = None) -> int:
         say("interrupted: the cloud and the store were stopped and removed")
         return 130
     print(table(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        say(f"figures written to {args.json}")
+    write_report(report, args.json)
     return 0
+
+
+def write_report(report: dict[str, Any], path: Path | None) -> None:
+    if path:
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        say(f"figures written to {path}")
 
 
 if __name__ == "__main__":

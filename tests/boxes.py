@@ -11,11 +11,12 @@ from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import select
 
 from lanlock import pki
 from lanlock.box.cloud_client import CloudAnswer, read_answer, signed_body, x509_payload
 from lanlock.cloud import admin
-from lanlock.cloud.models import SCHEMA
+from lanlock.cloud.models import SCHEMA, AuditEntry
 from lanlock.store import Store
 from tests.threads import Span, run_together
 
@@ -44,6 +45,17 @@ def customer_in(store_url: str, iot_boxes: int = 5) -> Customer:
         return Customer.create(store, iot_boxes=iot_boxes)
     finally:
         store.dispose()
+
+
+def audit_of(store: Store, box_id: str) -> list[tuple[str, str | None]]:
+    """The audit trail of one box, oldest first: (outcome, code)."""
+    with store.transaction() as session:
+        rows = session.execute(
+            select(AuditEntry.outcome, AuditEntry.code)
+            .where(AuditEntry.box_id == box_id)
+            .order_by(AuditEntry.id)
+        )
+        return [(outcome, code) for outcome, code in rows]
 
 
 @dataclass

@@ -100,28 +100,29 @@ def test_the_wheel_carries_every_module_template_and_migration(wheel):
         assert any(n.startswith(f"lanlock/{role}/migrations/versions/0001_") for n in names)
 
 
+def run_installed(program: Path, *args: str, cwd: Path) -> str:
+    """What ``program`` of the installed environment prints, run outside the tree."""
+    done = subprocess.run(
+        [str(program), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=outside_the_tree(),
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
 def test_the_installed_command_tells_the_packages_version(installed, tmp_path):
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    done = subprocess.run(
-        [str(installed / "lanlock"), "--version"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=outside_the_tree(),
-        timeout=60,
-        check=True,
+    assert run_installed(installed / "lanlock", "--version", cwd=tmp_path) == (
+        f"lanlock, version {version}\n"
     )
-    assert done.stdout == f"lanlock, version {version}\n"
-    where = subprocess.run(
-        [str(installed / "python"), "-c", "import lanlock; print(lanlock.__file__)"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=outside_the_tree(),
-        timeout=60,
-        check=True,
+    where = run_installed(
+        installed / "python", "-c", "import lanlock; print(lanlock.__file__)", cwd=tmp_path
     )
-    assert Path(where.stdout.strip()).is_relative_to(installed.parent)
+    assert Path(where.strip()).is_relative_to(installed.parent)
 
 
 def _refuse_write_execute() -> None:

@@ -23,11 +23,11 @@ from lanlock.cloud.ca_budget import CABudget
 from lanlock.cloud.issuance import ScopeLease
 from lanlock.cloud.issuers import IssuanceError
 from lanlock.cloud.issuers.local import LocalIssuer
-from lanlock.cloud.models import AuditEntry, Box, Certificate, IssuanceLease, cloud_store
+from lanlock.cloud.models import Box, Certificate, IssuanceLease, cloud_store
 from lanlock.cloud.throttle import IssuanceBudget
 from lanlock.cloud.x509 import Answer, X509Service, X509Settings
 from lanlock.store import Store
-from tests.boxes import Customer
+from tests.boxes import Customer, audit_of
 from tests.servers import fresh_store_url
 
 ZONE = "iot.test"
@@ -107,16 +107,6 @@ def ask(cloud: X509Service, body: bytes) -> Answer:
 def code_of(answer: Answer) -> str | None:
     error = answer.body.get("error")
     return error["code"] if error else answer.body.get("code")
-
-
-def audit_of(store: Store, box_id: str) -> list[tuple[str, str | None]]:
-    with store.transaction() as session:
-        rows = session.execute(
-            select(AuditEntry.outcome, AuditEntry.code)
-            .where(AuditEntry.box_id == box_id)
-            .order_by(AuditEntry.id)
-        ).all()
-    return [(outcome, code) for outcome, code in rows]
 
 
 def count(store: Store, model: Any, *where: Any) -> int:

@@ -13,9 +13,9 @@ from sqlalchemy import func, select
 from lanlock import names, pki
 from lanlock.box.cloud_client import signed_body
 from lanlock.cloud import admin
-from lanlock.cloud.models import AuditEntry, Box, Certificate
+from lanlock.cloud.models import Box, Certificate
 from lanlock.store import Store
-from tests.boxes import Customer, TestBox
+from tests.boxes import Customer, TestBox, audit_of
 
 
 def counts(store: Store) -> tuple[int, int]:
@@ -24,16 +24,6 @@ def counts(store: Store) -> tuple[int, int]:
             session.scalar(select(func.count()).select_from(Box)),
             session.scalar(select(func.count()).select_from(Certificate)),
         )
-
-
-def audit_of(store: Store, box_id: str) -> list[tuple[str, str | None]]:
-    with store.transaction() as session:
-        rows = session.execute(
-            select(AuditEntry.outcome, AuditEntry.code)
-            .where(AuditEntry.box_id == box_id)
-            .order_by(AuditEntry.id)
-        )
-        return [tuple(r) for r in rows]
 
 
 # --- granted ------------------------------------------------------------------------------------

@@ -358,6 +358,8 @@ class X509Service:
                     self.sweep()
                 except (OperationalError, SQLInterfaceError) as exc:  # the next round tries again
                     log.warning("cannot sweep the store: %s", exc)
+                except Exception:  # a bug or a CA's odd answer must not end the rounds for good
+                    log.exception("the maintenance round failed; the next one tries again")
                 time.sleep(interval)
 
         threading.Thread(target=run, name="sweeper", daemon=True).start()
