@@ -33,7 +33,7 @@ from alembic.script import ScriptDirectory
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import MetaData, create_engine, select
+from sqlalchemy import MetaData, create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from lanlock import names, pki, renewal
@@ -266,6 +266,34 @@ def test_every_row_the_previous_release_wrote_is_kept(upgraded: Upgraded) -> Non
     held = {"databases": 2, "subscriptions": 3, "boxes": 2, "certificates": 3, "audit": 5}
     assert {name: len(upgraded.before[name][1]) for name in held} == held
     assert upgraded.after == upgraded.before
+
+
+def test_the_counts_a_subscription_keeps_start_from_its_rows(upgraded: Upgraded) -> None:
+    """Migration 0010: each subscription's active boxes as counted, and every certificate it
+    has so far in the period before this one (an upper bound of any window)."""
+    engine = create_engine(upgraded.url)
+    try:
+        with engine.connect() as conn:
+            kept = conn.execute(
+                text(
+                    "SELECT code, active_boxes, issued_last_period, issued_this_period "
+                    "FROM subscriptions ORDER BY code"
+                )
+            ).all()
+            counted = conn.execute(
+                text(
+                    "SELECT s.code, "
+                    "(SELECT count(*) FROM boxes b WHERE b.subscription_code = s.code "
+                    "AND b.state = 'active'), "
+                    "(SELECT count(*) FROM certificates c WHERE c.subscription_code = s.code), 0 "
+                    "FROM subscriptions s ORDER BY s.code"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in kept] == [tuple(row) for row in counted]
+    # What the fixtures hold (their README): two boxes, one revoked; three certificates.
+    assert sum(row[1] for row in kept) == 1 and sum(row[2] for row in kept) == 3
 
 
 def test_the_admin_commands_show_what_the_previous_release_showed(upgraded: Upgraded) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
+from lanlock.cloud import registration
 from lanlock.cloud.models import (
     BOX_STATES,
     DATABASE_KINDS,
@@ -184,6 +185,11 @@ def set_box_state(store: Store, box_id: str, state: str) -> dict[str, Any]:
         box = session.get(Box, box_id)
         if box is None:
             raise AdminError(f"no box has id {box_id}; `lanlock cloud box list` shows them")
+        if box.state != state and "active" in (box.state, state):
+            change = 1 if state == "active" else -1
+            session.execute(
+                registration.ACTIVE_BOXES, {"counted_code": box.subscription_code, "change": change}
+            )
         box.state = state
         return {"box_id": box.box_id, "scope": box.scope, "state": box.state}
 

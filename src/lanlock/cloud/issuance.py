@@ -299,7 +299,7 @@ class Issuance:
         if not fresh:  # its end commits with the certificate, or with the refusal
             self.lease.release_in(conn, box.scope)
         certificate, columns = self._issue(box, csr, fingerprint, order)
-        conn.execute(ADD_CERTIFICATE, columns)
+        self._add(conn, box, columns)
         record(conn, certificate, "issued")
         return certificate
 
@@ -325,9 +325,15 @@ class Issuance:
         record: Record,
     ) -> None:
         """The certificate stored, the lease's end and ``record``: one transaction."""
-        conn.execute(ADD_CERTIFICATE, columns)
+        self._add(conn, box, columns)
         self.lease.release_in(conn, box.scope)
         record(conn, certificate, "issued")
+
+    def _add(self, conn: Connection, box: RegisteredBox, columns: dict[str, Any]) -> None:
+        """The certificate's row, counted in its subscription's (:func:`throttle.count_issued`)."""
+        conn.execute(ADD_CERTIFICATE, columns)
+        now = dt.datetime.now(dt.UTC)
+        throttle.count_issued(conn, self.budget, box.subscription_code, now)
 
     def _order_in(self, conn: Connection, scope: str, now: dt.datetime) -> Order:
         """The order for ``scope``, as the CA's budget sees it (from its newest certificate)."""

@@ -53,6 +53,14 @@ class Subscription(Base):
     database_uuid: Mapped[str] = mapped_column(ForeignKey("databases.uuid"), index=True)
     state: Mapped[str] = mapped_column(String(16), default="in_progress")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Counts kept with every change, so that no request counts rows (migration 0010): its
+    # active boxes (the quota's slots taken: lanlock.cloud.registration), and its certificates
+    # over two periods of at least the issuance window, which bound the window's count from
+    # above (lanlock.cloud.throttle).
+    active_boxes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    issued_period_start: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    issued_this_period: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    issued_last_period: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class SubscriptionLine(Base):
@@ -74,7 +82,7 @@ class Box(Base):
     box_id: Mapped[str] = mapped_column(String(26), primary_key=True)
     device_key_der: Mapped[bytes] = mapped_column(LargeBinary)
     scope: Mapped[str] = mapped_column(String(16), unique=True)
-    database_uuid: Mapped[str] = mapped_column(ForeignKey("databases.uuid"), index=True)
+    database_uuid: Mapped[str] = mapped_column(ForeignKey("databases.uuid"))
     subscription_code: Mapped[str] = mapped_column(ForeignKey("subscriptions.code"), index=True)
     state: Mapped[str] = mapped_column(String(16), default="active")
     last_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -85,8 +93,8 @@ class Box(Base):
     last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (
+        # Also the database's boxes (its first column): no index of that column alone.
         Index("ix_boxes_database_network", "database_uuid", "source_network"),
-        Index("ix_boxes_subscription_state", "subscription_code", "state"),  # the quota's count
     )
 
 

@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from lanlock import errors, names, pki
@@ -68,11 +68,12 @@ LOCK = (
 )
 # Read after the lock, in a statement of its own (PostgreSQL gives each statement a fresh
 # snapshot: one taken before the lock was granted could miss a registration committed while it
-# waited): the slots taken and allowed, and whom the box is registered to now.
+# waited): the slots taken and allowed, and whom the box is registered to now. The slots taken
+# are the subscription's count of active boxes, kept by every change of a box's subscription or
+# state (:data:`ACTIVE_BOXES`): counting the boxes read one index entry per box.
 SLOTS = select(
-    select(func.count())
-    .select_from(boxes)
-    .where(boxes.c.subscription_code == bindparam("code"), boxes.c.state == "active")
+    select(subscriptions.c.active_boxes)
+    .where(subscriptions.c.code == bindparam("code"))
     .scalar_subquery()
     .label("used"),
     QUOTA.scalar_subquery().label("quota"),
@@ -83,6 +84,13 @@ SLOTS = select(
 )
 ADD = insert(boxes)
 MOVE = update(boxes).where(boxes.c.box_id == bindparam("moved_box_id"))
+# A subscription's active boxes, one more or one less: in the transaction that registers, moves,
+# revokes or removes the box (and so, on PostgreSQL, under the subscription row's lock).
+ACTIVE_BOXES = (
+    update(subscriptions)
+    .where(subscriptions.c.code == bindparam("counted_code"))
+    .values(active_boxes=subscriptions.c.active_boxes + bindparam("change"))
+)
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,7 @@ def register_in(
                 "source_network": network,
             },
         )
+        conn.execute(ACTIVE_BOXES, {"counted_code": code, "change": 1})
         return Slot(box, True, quota)
     # A registered box that presents another subscription's code moves to it, keeping its scope.
     conn.execute(
@@ -147,6 +156,11 @@ def register_in(
             "source_network": network,
         },
     )
+    if known.state == "active":  # its slot moves with it (the old subscription's row unlocked:
+        # two boxes moving at once in opposite directions can deadlock, and PostgreSQL then
+        # fails one, which the box is told to retry)
+        conn.execute(ACTIVE_BOXES, {"counted_code": known.subscription_code, "change": -1})
+        conn.execute(ACTIVE_BOXES, {"counted_code": code, "change": 1})
     moved = replace(
         known, database_uuid=request.db_uuid, subscription_code=code, source_network=network
     )
@@ -160,8 +174,22 @@ def unregister(store: Store, box_id: str) -> None:
 
 
 def unregister_in(session: Session | Connection, box_id: str) -> None:
+    session.execute(UNCOUNT_BOX, {"gone_box_id": box_id})
     session.execute(UNREGISTER_CERTIFICATES, {"gone_box_id": box_id})
     session.execute(UNREGISTER_BOX, {"gone_box_id": box_id})
+
+
+# Its subscription has one active box less (a revoked box was not counted).
+UNCOUNT_BOX = (
+    update(subscriptions)
+    .where(
+        subscriptions.c.code
+        == select(boxes.c.subscription_code)
+        .where(boxes.c.box_id == bindparam("gone_box_id"), boxes.c.state == "active")
+        .scalar_subquery()
+    )
+    .values(active_boxes=subscriptions.c.active_boxes - 1)
+)
 
 
 UNREGISTER_CERTIFICATES = delete(Certificate.__table__).where(

@@ -19,10 +19,10 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import Connection, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from lanlock.cloud.models import Certificate
+from lanlock.cloud.models import Certificate, Subscription
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,40 @@ PER_BOX = select(func.count(), func.min(certificates.c.created_at)).where(
 PER_SUBSCRIPTION = select(func.count(), func.min(certificates.c.created_at)).where(
     certificates.c.subscription_code == bindparam("code"),
     certificates.c.created_at > bindparam("since"),
+)
+
+# A subscription's certificates are also counted as they are issued (:func:`count_issued`), in
+# its row, per period: a period lasts at least the window and begins with the first certificate
+# after the last one ended. The window ending now lies within this period and the one before it,
+# so their two counts together are never below the window's. Only a subscription whose bound
+# reaches its budget is counted exactly (PER_SUBSCRIPTION reads one index entry per certificate
+# of the window: a fleet of 10,000 boxes read 10,000 at each new one).
+subscriptions = Subscription.__table__
+ISSUED_BOUND = select(
+    subscriptions.c.issued_last_period + subscriptions.c.issued_this_period
+).where(subscriptions.c.code == bindparam("code"))
+COUNT_IN_PERIOD = (
+    update(subscriptions)
+    .where(
+        subscriptions.c.code == bindparam("counted_code"),
+        subscriptions.c.issued_period_start > bindparam("window_start"),
+    )
+    .values(issued_this_period=subscriptions.c.issued_this_period + 1)
+)
+COUNT_IN_NEW_PERIOD = (
+    update(subscriptions)
+    .where(
+        subscriptions.c.code == bindparam("counted_code"),
+        or_(
+            subscriptions.c.issued_period_start.is_(None),
+            subscriptions.c.issued_period_start <= bindparam("window_start"),
+        ),
+    )
+    .values(
+        issued_last_period=subscriptions.c.issued_this_period,
+        issued_this_period=1,
+        issued_period_start=bindparam("period_start"),
+    )
 )
 
 
@@ -82,6 +116,9 @@ def check_budget(
                 _seconds_until(oldest, budget, now),
             )
     allowed = budget.per_box_slot * box_slots
+    bound = session.execute(ISSUED_BOUND, {"code": box.subscription_code}).scalar()
+    if bound is not None and bound < allowed:
+        return
     count, oldest = session.execute(
         PER_SUBSCRIPTION, {"code": box.subscription_code, "since": since}
     ).one()
@@ -100,3 +137,19 @@ def _seconds_until(oldest: dt.datetime | None, budget: IssuanceBudget, now: dt.d
     if oldest.tzinfo is None:
         oldest = oldest.replace(tzinfo=dt.UTC)
     return max(1, math.ceil((oldest + dt.timedelta(seconds=budget.window) - now).total_seconds()))
+
+
+def count_issued(
+    session: Session | Connection, budget: IssuanceBudget, code: str, now: dt.datetime
+) -> None:
+    """One more certificate issued under the subscription ``code``, in the transaction that
+    records it (``now`` no earlier than its ``created_at``): in this period while it is younger
+    than the window, else in a new period beginning now."""
+    window_start = now - dt.timedelta(seconds=budget.window)
+    counted = {"counted_code": code, "window_start": window_start}
+    if session.execute(COUNT_IN_PERIOD, counted).rowcount:
+        return
+    # The period is over (or none began): a new one. A transaction that began it first, while
+    # this one waited for the row (PostgreSQL re-reads it then), leaves this one to count in it.
+    if not session.execute(COUNT_IN_NEW_PERIOD, counted | {"period_start": now}).rowcount:
+        session.execute(COUNT_IN_PERIOD, counted)
