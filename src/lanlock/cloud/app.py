@@ -8,12 +8,13 @@ and Prometheus sends the header natively (``authorization.credentials``).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import random
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import anyio
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
@@ -31,6 +32,7 @@ MAX_BODY_BYTES = 64 * 1024
 ACCEPTED_TYPES = ("application/jose+json", "application/json")
 MAX_IN_FLIGHT = 32  # x509 requests one worker takes in at once; more are shed (see Admission)
 THREADS = 2  # of those, how many run their blocking work at once (see Admission)
+THREADS_ALONE = 1  # the default where the work never waits on a network (see Admission)
 SHED_SPREAD = 10  # a shed request is asked to come back within 1..10 s, at random
 
 
@@ -49,6 +51,14 @@ class Admission:
     threads answered the reuse path with a p99 of 570–770 ms and new boxes with 2.8 s; 2 threads
     with 100 ms and 0.45–0.5 s, and about 15 % more new boxes a second. On PostgreSQL 2 to 8
     threads were alike. One event loop per worker: the counter needs no lock.
+
+    Where the work never waits on a network (SQLite and the embedded CA) one thread is the
+    default (:data:`THREADS_ALONE`): a second only passes the interpreter lock to and fro at
+    every SQLite call. The threads are a pool of the admission's own, reached through the event
+    loop's executor hand-off: in process, 32 in flight on SQLite, a new box cost 1.91 ms of CPU
+    that way against 2.14 ms through ``anyio.to_thread`` with a limiter of one and 2.30–2.66 ms
+    with two (BENCHMARKS.md, fourth session). The work itself on the event loop cost 1.55 ms,
+    but then the loop reads one request per turn and never sees a queue to shed.
     """
 
     def __init__(
@@ -56,13 +66,13 @@ class Admission:
     ) -> None:
         self.limit, self.threads, self.spread = limit, threads, spread
         self.in_flight = 0
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
-        """``work(*args)`` in a thread, at most ``threads`` at once."""
-        if self._limiter is None:  # made in the event loop that uses it
-            self._limiter = anyio.CapacityLimiter(self.threads)
-        return await anyio.to_thread.run_sync(work, *args, limiter=self._limiter)
+        """``work(*args)`` in a thread, at most ``threads`` at once (the pool queues the rest)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lanlock-x509")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
 
     def full(self) -> bool:
         return self.in_flight >= self.limit

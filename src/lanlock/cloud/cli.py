@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lanlock import defaults
 from lanlock.cloud import admin, authority, ca_budget
-from lanlock.cloud.app import MAX_IN_FLIGHT, THREADS
+from lanlock.cloud.app import MAX_IN_FLIGHT, THREADS, THREADS_ALONE
 from lanlock.cloud.authority import AuthorityError
 from lanlock.cloud.issuers.acme import ProfileUnknown
 from lanlock.cloud.secret import SecretKeyError, load_or_create_secret
@@ -234,8 +234,8 @@ def cloud() -> None:
 @click.option(
     "--threads",
     type=click.IntRange(1, 64),
-    default=THREADS,
-    show_default=True,
+    default=None,
+    show_default=f"{THREADS_ALONE} with SQLite and the embedded CA, else {THREADS}",
     help="of a worker's requests in progress, how many do their blocking work at once "
     "(a worker is one core: more threads only fight over it)",
 )

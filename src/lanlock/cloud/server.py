@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lanlock import defaults, names
-from lanlock.cloud.app import MAX_IN_FLIGHT, THREADS, Admission, create_app
+from lanlock.cloud.app import MAX_IN_FLIGHT, THREADS, THREADS_ALONE, Admission, create_app
 from lanlock.cloud.authority import load_or_create_authority
 from lanlock.cloud.ca_budget import BudgetCollector, CABudget, default_limits, limits_with
 from lanlock.cloud.expiry import ExpiryCollector
@@ -76,7 +76,7 @@ class CloudSettings:
     audit_days: float = X509Settings.audit_days
     workers: int = 0  # 0: one per core
     max_in_flight: int = MAX_IN_FLIGHT
-    threads: int = THREADS
+    threads: int | None = None  # None: one with SQLite and the embedded CA, else THREADS
 
     @property
     def store(self) -> str:
@@ -191,9 +191,17 @@ def run_worker(settings: CloudSettings, sock: socket.socket | None = None) -> No
         service,
         settings.metrics_token,
         settings.trusted_proxy,
-        Admission(settings.max_in_flight, settings.threads),
+        Admission(settings.max_in_flight, threads_for(settings, service.store)),
     )
     run_server(app, settings.host, settings.port, settings.tls_cert, settings.tls_key, sock)
+
+
+def threads_for(settings: CloudSettings, store: Store) -> int:
+    """``--threads``, or by default one where the work never waits on a network (SQLite and the
+    embedded CA), else :data:`THREADS` (see ``Admission``)."""
+    if settings.threads is not None:
+        return settings.threads
+    return THREADS_ALONE if store.is_sqlite and settings.issuer == "local" else THREADS
 
 
 def prepare(settings: CloudSettings) -> None:
