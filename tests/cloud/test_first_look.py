@@ -10,7 +10,6 @@ issuer (ACME) and a CA budget take the older way, between transactions, with the
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,12 +22,11 @@ from lanlock.cloud.ca_budget import CABudget
 from lanlock.cloud.issuance import ScopeLease
 from lanlock.cloud.issuers import IssuanceError
 from lanlock.cloud.issuers.local import LocalIssuer
-from lanlock.cloud.models import Box, Certificate, IssuanceLease, cloud_store
+from lanlock.cloud.models import Box, Certificate, IssuanceLease
 from lanlock.cloud.throttle import IssuanceBudget
 from lanlock.cloud.x509 import Answer, X509Service, X509Settings
 from lanlock.store import Store
 from tests.boxes import Customer, audit_of
-from tests.servers import fresh_store_url
 
 ZONE = "iot.test"
 CA = pki.CertificateAuthority.create(ZONE)
@@ -61,15 +59,6 @@ class RefusingLocalIssuer(LocalIssuer):
 
 # The ways a certificate is issued: in the first transaction, between two, the lease apart.
 WAYS = ["instant", "slow", "ca_budget"]
-
-
-@pytest.fixture(params=["sqlite", "postgres"], scope="module")
-def store(request, tmp_path_factory) -> Iterator[Store]:
-    with fresh_store_url(request.param, tmp_path_factory.mktemp(request.param)) as url:
-        opened = cloud_store(url, pool_size=4)
-        opened.migrate()
-        yield opened
-        opened.dispose()
 
 
 def service(

@@ -11,7 +11,6 @@ history of issuance times.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,21 +19,11 @@ from sqlalchemy import event, func, select
 
 from lanlock import pki
 from lanlock.cloud import admin, throttle
-from lanlock.cloud.models import Box, Subscription, cloud_store
+from lanlock.cloud.models import Box, Subscription
 from lanlock.cloud.throttle import IssuanceBudget
 from lanlock.store import Store
 from tests.boxes import Customer
 from tests.cloud.test_first_look import Device, ask, code_of, service
-from tests.servers import fresh_store_url
-
-
-@pytest.fixture(params=["sqlite", "postgres"], scope="module")
-def store(request, tmp_path_factory) -> Iterator[Store]:
-    with fresh_store_url(request.param, tmp_path_factory.mktemp(request.param)) as url:
-        opened = cloud_store(url, pool_size=4)
-        opened.migrate()
-        yield opened
-        opened.dispose()
 
 
 def kept_and_counted(store: Store, customer: Customer) -> tuple[int, int]:
