@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, func, select
 
@@ -117,10 +117,14 @@ START = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
 @given(
     gaps=st.lists(st.floats(min_value=0, max_value=3 * WINDOW), min_size=1, max_size=25),
     later=st.floats(min_value=0, max_value=3 * WINDOW),
+    asked_window=st.floats(min_value=60, max_value=4 * WINDOW),
 )
-def test_the_two_periods_never_count_fewer_than_the_window_holds(store, gaps, later):
+# Three periods, then a window four times as long: it reaches back past the last period.
+@example(gaps=[0.0, 1.5 * WINDOW, 1.5 * WINDOW], later=0.0, asked_window=4 * WINDOW)
+def test_the_two_periods_never_count_fewer_than_the_window_holds(store, gaps, later, asked_window):
     """Whatever the times of a subscription's certificates, the bound read at any later moment
-    is at least the number issued in the window ending then."""
+    is at least the number issued in the window ending then — also for a window the operator
+    has made longer or shorter since (the bound then says when it cannot tell)."""
     budget = IssuanceBudget(window=WINDOW)
     customer = Customer.create(store, iot_boxes=1)
     issued, now = [], START
@@ -129,16 +133,18 @@ def test_the_two_periods_never_count_fewer_than_the_window_holds(store, gaps, la
         with store.transaction() as session:
             throttle.count_issued(session, budget, customer.code, now)
         issued.append(now)
-        assert bound(store, customer) >= in_window(issued, now)
+        assert bound(store, customer, now, WINDOW) >= in_window(issued, now, WINDOW)
     asked_at = now + dt.timedelta(seconds=later)
-    assert bound(store, customer) >= in_window(issued, asked_at)
+    for window in (WINDOW, asked_window):
+        assert bound(store, customer, asked_at, window) >= in_window(issued, asked_at, window)
 
 
-def bound(store: Store, customer: Customer) -> int:
+def bound(store: Store, customer: Customer, now: dt.datetime, window: float) -> float:
+    since = now - dt.timedelta(seconds=window)
     with store.transaction() as session:
-        return session.execute(throttle.ISSUED_BOUND, {"code": customer.code}).scalar_one()
+        return throttle.issued_bound(session, customer.code, since)
 
 
-def in_window(issued: list[dt.datetime], now: dt.datetime) -> int:
-    window_start = now - dt.timedelta(seconds=WINDOW)
-    return sum(1 for at in issued if window_start < at <= now)
+def in_window(issued: list[dt.datetime], now: dt.datetime, window: float) -> int:
+    since = now - dt.timedelta(seconds=window)
+    return sum(1 for at in issued if since < at <= now)

@@ -59,6 +59,8 @@ class Subscription(Base):
     # above (lanlock.cloud.throttle).
     active_boxes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     issued_period_start: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When the last period began; None: with the beginning (nothing was counted before it).
+    issued_last_start: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     issued_this_period: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     issued_last_period: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 

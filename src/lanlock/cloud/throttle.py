@@ -54,13 +54,15 @@ PER_SUBSCRIPTION = select(func.count(), func.min(certificates.c.created_at)).whe
 
 # A subscription's certificates are also counted as they are issued (:func:`count_issued`), in
 # its row, per period: a period lasts at least the window and begins with the first certificate
-# after the last one ended. The window ending now lies within this period and the one before it,
-# so their two counts together are never below the window's. Only a subscription whose bound
+# after the last one ended. The window ending now lies within this period and the one before it
+# (when that one began before the window: a window made longer since may reach further back), so
+# their two counts together are never below the window's. Only a subscription whose bound
 # reaches its budget is counted exactly (PER_SUBSCRIPTION reads one index entry per certificate
 # of the window: a fleet of 10,000 boxes read 10,000 at each new one).
 subscriptions = Subscription.__table__
 ISSUED_BOUND = select(
-    subscriptions.c.issued_last_period + subscriptions.c.issued_this_period
+    (subscriptions.c.issued_last_period + subscriptions.c.issued_this_period).label("bound"),
+    subscriptions.c.issued_last_start,
 ).where(subscriptions.c.code == bindparam("code"))
 COUNT_IN_PERIOD = (
     update(subscriptions)
@@ -81,6 +83,7 @@ COUNT_IN_NEW_PERIOD = (
     )
     .values(
         issued_last_period=subscriptions.c.issued_this_period,
+        issued_last_start=subscriptions.c.issued_period_start,
         issued_this_period=1,
         issued_period_start=bindparam("period_start"),
     )
@@ -116,8 +119,7 @@ def check_budget(
                 _seconds_until(oldest, budget, now),
             )
     allowed = budget.per_box_slot * box_slots
-    bound = session.execute(ISSUED_BOUND, {"code": box.subscription_code}).scalar()
-    if bound is not None and bound < allowed:
+    if issued_bound(session, box.subscription_code, since) < allowed:
         return
     count, oldest = session.execute(
         PER_SUBSCRIPTION, {"code": box.subscription_code, "since": since}
@@ -128,6 +130,18 @@ def check_budget(
             f"({budget.per_box_slot} per box it may have)",
             _seconds_until(oldest, budget, now),
         )
+
+
+def issued_bound(session: Session | Connection, code: str, since: dt.datetime) -> float:
+    """At least as many as the subscription ``code``'s certificates issued after ``since``
+    (infinite when its kept counts cannot tell: then count them)."""
+    row = session.execute(ISSUED_BOUND, {"code": code}).first()
+    if row is None:
+        return math.inf
+    last_start = row.issued_last_start
+    if last_start is not None and last_start > since:
+        return math.inf
+    return row.bound
 
 
 def _seconds_until(oldest: dt.datetime | None, budget: IssuanceBudget, now: dt.datetime) -> int:
