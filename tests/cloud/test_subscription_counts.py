@@ -10,7 +10,9 @@ history of issuance times.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import threading
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -64,6 +66,64 @@ def test_the_kept_count_of_active_boxes_follows_every_change_and_holds_the_quota
     assert kept_and_counted(store, customer) == (2, 2)
     assert kept_and_counted(store, other) == (1, 1)
     assert code_of(ask(cloud, Device(customer).body())) == "box_quota_exceeded"
+
+
+def test_two_revocations_at_once_count_once(store):
+    """Two operators (or one, retrying) revoke the same box at the same moment: on PostgreSQL
+    both read the box before either wrote, and both took its slot back (kept -1, counted 0: a
+    slot past the quota for good) until the box's row was locked first."""
+    cloud = service(store)
+    customer = Customer.create(store, iot_boxes=3)
+    device = Device(customer)
+    assert ask(cloud, device.body()).status == 200
+    both_read = threading.Barrier(2, timeout=1)
+
+    def after_reading_the_box(_conn, _cursor, statement, *_args) -> None:
+        # Each revocation waits here for the other (a second at most: locked out, it cannot come).
+        if statement.startswith("UPDATE subscriptions SET active_boxes"):
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both_read.wait()
+
+    event.listen(store.engine, "before_cursor_execute", after_reading_the_box)
+    try:
+        revocations = [
+            threading.Thread(target=admin.set_box_state, args=(store, device.box_id, "revoked"))
+            for _ in range(2)
+        ]
+        for revocation in revocations:
+            revocation.start()
+        for revocation in revocations:
+            revocation.join(30)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", after_reading_the_box)
+    assert kept_and_counted(store, customer) == (0, 0)
+
+
+def test_a_box_revoked_while_it_moves_is_counted_where_it_is(store):
+    """The operator revokes a box after its request to move read it and before it locked the
+    new subscription: its slot was taken back twice from the old subscription, and given to the
+    new one for a revoked box, until the move read the box again under the lock."""
+    cloud = service(store)
+    old, new = Customer.create(store, iot_boxes=3), Customer.create(store, iot_boxes=3)
+    device = Device(old)
+    assert ask(cloud, device.body()).status == 200
+    revoked = []
+
+    def revoke_before_the_lock(_conn, _cursor, statement, *_args) -> None:
+        if not revoked and "FROM subscriptions" in statement and "FOR UPDATE" in statement:
+            revoked.append(admin.set_box_state(store, device.box_id, "revoked"))
+
+    device.customer = new
+    event.listen(store.engine, "before_cursor_execute", revoke_before_the_lock)
+    try:
+        ask(cloud, device.body())
+    finally:
+        event.remove(store.engine, "before_cursor_execute", revoke_before_the_lock)
+    # SQLite sends no row lock (its write lock, taken first, covers the move): nothing to race.
+    assert bool(revoked) == (not store.is_sqlite)
+    for customer in (old, new):
+        kept, counted = kept_and_counted(store, customer)
+        assert kept == counted, customer
 
 
 @pytest.mark.parametrize("budget_hit", [False, True])

@@ -182,7 +182,8 @@ def list_boxes(store: Store) -> list[dict[str, Any]]:
 def set_box_state(store: Store, box_id: str, state: str) -> dict[str, Any]:
     _checked_choice("state", state, BOX_STATES)
     with store.transaction() as session:
-        box = session.get(Box, box_id)
+        # Locked (PostgreSQL): two changes at once would both see the old state and both count.
+        box = session.get(Box, box_id, with_for_update=True)
         if box is None:
             raise AdminError(f"no box has id {box_id}; `lanlock cloud box list` shows them")
         if box.state != state and "active" in (box.state, state):

@@ -82,6 +82,10 @@ SLOTS = select(
     .scalar_subquery()
     .label("registered_to"),
 )
+# The box as it is now, its row locked on PostgreSQL (SQLite's write lock covers it already): a
+# revocation or a move committed since the request first read it changes what its slot counts
+# against.
+BOX_NOW = BOX.with_for_update()
 ADD = insert(boxes)
 MOVE = update(boxes).where(boxes.c.box_id == bindparam("moved_box_id"))
 # A subscription's active boxes, one more or one less: in the transaction that registers, moves,
@@ -118,9 +122,10 @@ def register_in(
     if locks_rows:
         conn.execute(LOCK, {"code": code}).one()
     slots = conn.execute(SLOTS, {"code": code, "box_id": request.box_id}).one()
-    if slots.registered_to != (known.subscription_code if known else None):
-        # Registered or moved by a concurrent request of the same box while we waited.
-        row = conn.execute(BOX, {"box_id": request.box_id}).first()
+    if known is not None or slots.registered_to is not None:
+        # A registered box (or one registered by a concurrent request of its own while we
+        # waited): as it is now, locked, so that its slot moves from where it really is.
+        row = conn.execute(BOX_NOW, {"box_id": request.box_id}).first()
         known = RegisteredBox.of(request.box_id, row) if row is not None else None
     quota = int(slots.quota or 0)
     if known is not None and known.subscription_code == code:
@@ -174,22 +179,11 @@ def unregister(store: Store, box_id: str) -> None:
 
 
 def unregister_in(session: Session | Connection, box_id: str) -> None:
-    session.execute(UNCOUNT_BOX, {"gone_box_id": box_id})
+    row = session.execute(BOX_NOW, {"box_id": box_id}).first()
+    if row is not None and row.state == "active":  # a revoked box was not counted
+        session.execute(ACTIVE_BOXES, {"counted_code": row.subscription_code, "change": -1})
     session.execute(UNREGISTER_CERTIFICATES, {"gone_box_id": box_id})
     session.execute(UNREGISTER_BOX, {"gone_box_id": box_id})
-
-
-# Its subscription has one active box less (a revoked box was not counted).
-UNCOUNT_BOX = (
-    update(subscriptions)
-    .where(
-        subscriptions.c.code
-        == select(boxes.c.subscription_code)
-        .where(boxes.c.box_id == bindparam("gone_box_id"), boxes.c.state == "active")
-        .scalar_subquery()
-    )
-    .values(active_boxes=subscriptions.c.active_boxes - 1)
-)
 
 
 UNREGISTER_CERTIFICATES = delete(Certificate.__table__).where(
