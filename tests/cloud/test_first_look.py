@@ -23,6 +23,7 @@ from lanlock.cloud.issuance import ScopeLease
 from lanlock.cloud.issuers import IssuanceError
 from lanlock.cloud.issuers.local import LocalIssuer
 from lanlock.cloud.models import Box, Certificate, IssuanceLease
+from lanlock.cloud.server import CloudSettings, threads_for
 from lanlock.cloud.throttle import IssuanceBudget
 from lanlock.cloud.x509 import Answer, X509Service, X509Settings
 from lanlock.store import Store
@@ -206,3 +207,16 @@ def test_a_registered_box_waits_for_a_lease_another_holds(store, way):
     assert count(store, IssuanceLease) == 0
     # The 503 has no audit line (the CA's or the lease's wait is no verdict); the replay has.
     assert [o for o, _ in audit_of(store, device.box_id)] == ["issued", "unauthorized", "issued"]
+
+
+@pytest.mark.parametrize("way", ["instant", "slow"])
+def test_a_worker_hands_its_work_to_one_thread_only_where_nothing_waits_on_a_network(
+    store, way, tmp_path
+):
+    """SQLite and the embedded CA: one thread (a second only fights over the interpreter lock);
+    PostgreSQL or an issuer that is not instant: two, so that one request's round trips do not
+    hold the next; ``--threads`` over either."""
+    cloud = service(store, way)
+    default = threads_for(CloudSettings(tmp_path), cloud)
+    assert default == (1 if store.is_sqlite and way == "instant" else 2)
+    assert threads_for(CloudSettings(tmp_path, threads=5), cloud) == 5

@@ -191,17 +191,18 @@ def run_worker(settings: CloudSettings, sock: socket.socket | None = None) -> No
         service,
         settings.metrics_token,
         settings.trusted_proxy,
-        Admission(settings.max_in_flight, threads_for(settings, service.store)),
+        Admission(settings.max_in_flight, threads_for(settings, service)),
     )
     run_server(app, settings.host, settings.port, settings.tls_cert, settings.tls_key, sock)
 
 
-def threads_for(settings: CloudSettings, store: Store) -> int:
-    """``--threads``, or by default one where the work never waits on a network (SQLite and the
-    embedded CA), else :data:`THREADS` (see ``Admission``)."""
+def threads_for(settings: CloudSettings, service: X509Service) -> int:
+    """``--threads``, or by default one where the work never waits on a network (SQLite and an
+    instant issuer: the embedded CA), else :data:`THREADS` (see ``Admission``)."""
     if settings.threads is not None:
         return settings.threads
-    return THREADS_ALONE if store.is_sqlite and settings.issuer == "local" else THREADS
+    instant = getattr(service.issuer, "instant", False)
+    return THREADS_ALONE if service.store.is_sqlite and instant else THREADS
 
 
 def prepare(settings: CloudSettings) -> None:
