@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Row, ScalarSelect, bindparam, func, literal, select
+from sqlalchemy import Connection, Row, ScalarSelect, Select, bindparam, func, literal, select
 from sqlalchemy.orm import Session
 
 from lanlock import errors
@@ -39,11 +39,17 @@ if TYPE_CHECKING:
 databases, subscriptions = Database.__table__, Subscription.__table__
 lines, failure_counts = SubscriptionLine.__table__, FailureCount.__table__
 
-# How many boxes a subscription's IoT box lines allow. Built once: Core keeps its compiled form.
-QUOTA = select(func.coalesce(func.sum(lines.c.quantity), 0)).where(
-    lines.c.subscription_code == bindparam("code"),
-    lines.c.product == IOT_BOX_PRODUCT,
-)
+
+def quota_of(code: Any) -> Select[tuple[int]]:
+    """How many boxes the IoT box lines of the subscription ``code`` allow (a bound parameter,
+    or a column the statement around it correlates to)."""
+    return select(func.coalesce(func.sum(lines.c.quantity), 0)).where(
+        lines.c.subscription_code == code, lines.c.product == IOT_BOX_PRODUCT
+    )
+
+
+# Built once: Core keeps its compiled form.
+QUOTA = quota_of(bindparam("code"))
 
 
 def _over_limit_since(key: str) -> ScalarSelect[dt.datetime]:
@@ -71,11 +77,7 @@ CREDENTIALS = select(
     databases.c.kind,
     subscriptions.c.code,
     subscriptions.c.state,
-    select(func.coalesce(func.sum(lines.c.quantity), 0))
-    .where(lines.c.subscription_code == subscriptions.c.code)
-    .where(lines.c.product == IOT_BOX_PRODUCT)
-    .scalar_subquery()
-    .label("quota"),
+    quota_of(subscriptions.c.code).scalar_subquery().label("quota"),
 ).select_from(
     _ANCHOR.outerjoin(databases, databases.c.uuid == bindparam("db_uuid")).outerjoin(
         subscriptions, subscriptions.c.database_uuid == databases.c.uuid

@@ -24,32 +24,22 @@ import datetime as dt
 import hmac
 
 from cryptography import x509
-from sqlalchemy import Connection, Row, and_, bindparam, func, select
+from sqlalchemy import Connection, Row, and_, bindparam, select
 
 from lanlock import names
 from lanlock.cloud import audit, csr_policy, nonces, registration
+from lanlock.cloud.eligibility import quota_of
 from lanlock.cloud.jws import SignedRequest
-from lanlock.cloud.models import (
-    IOT_BOX_PRODUCT,
-    Box,
-    Database,
-    Subscription,
-    SubscriptionLine,
-)
+from lanlock.cloud.models import Box, Database, Subscription
 from lanlock.cloud.registration import RegisteredBox
 from lanlock.cloud.reuse import reusable_in
 
-boxes, lines = Box.__table__, SubscriptionLine.__table__
+boxes = Box.__table__
 databases, subscriptions = Database.__table__, Subscription.__table__
 
 # Built once, like every statement here: a statement object keeps its compiled form's cache key,
 # so each execution skips building and keying it again (about half of Core's cost here).
-QUOTA = (
-    select(func.coalesce(func.sum(lines.c.quantity), 0))
-    .where(lines.c.subscription_code == boxes.c.subscription_code)
-    .where(lines.c.product == IOT_BOX_PRODUCT)
-    .scalar_subquery()
-)
+QUOTA = quota_of(boxes.c.subscription_code).scalar_subquery()
 # The box and everything eligibility looks at, in one row; no row for a box the cloud does not
 # know. The subscription's columns are NULL when the box's subscription is not one of its
 # database's (eligibility then reads the database: :mod:`lanlock.cloud.eligibility`).

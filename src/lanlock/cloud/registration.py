@@ -52,13 +52,21 @@ class RegisteredBox:
 
 # Built once, like every statement of the request path: a statement object keeps its compiled
 # form, so each execution skips building and keying it again.
-BOX = select(
-    boxes.c.scope,
-    boxes.c.database_uuid,
-    boxes.c.subscription_code,
-    boxes.c.state,
-    boxes.c.source_network,
-).where(boxes.c.box_id == bindparam("box_id"))
+#
+# The box as it is now, its row locked on PostgreSQL (SQLite's write lock covers it already): a
+# revocation or a move committed since the request first read it changes what its slot counts
+# against.
+BOX_NOW = (
+    select(
+        boxes.c.scope,
+        boxes.c.database_uuid,
+        boxes.c.subscription_code,
+        boxes.c.state,
+        boxes.c.source_network,
+    )
+    .where(boxes.c.box_id == bindparam("box_id"))
+    .with_for_update()
+)
 # PostgreSQL's row lock on the subscription: registrations of one subscription queue here across
 # replicas. (SQLite has no row locks: its transactions begin IMMEDIATE and hold the database's
 # write lock from their first statement, which serialises them already; the statement is not
@@ -82,10 +90,6 @@ SLOTS = select(
     .scalar_subquery()
     .label("registered_to"),
 )
-# The box as it is now, its row locked on PostgreSQL (SQLite's write lock covers it already): a
-# revocation or a move committed since the request first read it changes what its slot counts
-# against.
-BOX_NOW = BOX.with_for_update()
 ADD = insert(boxes)
 MOVE = update(boxes).where(boxes.c.box_id == bindparam("moved_box_id"))
 # A subscription's active boxes, one more or one less: in the transaction that registers, moves,
