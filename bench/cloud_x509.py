@@ -952,7 +952,6 @@ def herd_phase(
 STEPS = [
     ("verify the JWS", "lanlock.cloud.x509", "verify_request"),
     ("parse and check the CSR", "lanlock.cloud.csr_policy", "parse"),
-    ("express lane (a transaction of its own)", "lanlock.cloud.x509", "X509Service._express"),
     ("first look", "lanlock.cloud.x509", "X509Service._first_look"),
     ("  the box's row", "lanlock.cloud.express", "look"),
     ("  express lane: reuse check and writes", "lanlock.cloud.express", "reused_certificate"),
@@ -961,7 +960,6 @@ STEPS = [
     ("  registration", "lanlock.cloud.registration", "register_in"),
     ("  lease, reuse, budget (in the first look)", "lanlock.cloud.issuance", "Issuance.take_in"),
     ("  issue and record in it", "lanlock.cloud.issuance", "Issuance.issue_in"),
-    ("registration", "lanlock.cloud.registration", "register"),
     ("issuance (all of it)", "lanlock.cloud.issuance", "Issuance.certificate_for"),
     (
         "  lease, reuse, budget (own transaction)",
@@ -992,7 +990,8 @@ class StepTimer:
             for parent in parents:
                 owner = getattr(owner, parent, None)
             original = owner.__dict__.get(attribute) if owner is not None else None
-            if original is None:
+            if original is None:  # a step of another version of the code (a before/after run)
+                say(f"  (no {module_name}.{path} in this version: its step is not timed)")
                 continue
             self._undo.append((owner, attribute, original))
             setattr(owner, attribute, self._timed(label, original))
