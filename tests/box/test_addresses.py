@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -180,12 +181,22 @@ def test_no_new_certificate_is_asked_for_an_address_change(steps):
 
 def test_the_log_tells_each_change_old_to_new(seen, steps):
     changes = [line for line in seen["log"].splitlines() if "LAN addresses changed" in line]
-    # One line per change the box saw; a step of two commands (a lease's old address removed,
-    # then the new one added) may show the box a moment in between, and a line for it.
+    # One line per change the box saw, in the order of the steps; a step of two commands (a
+    # lease's old address removed, then the new one added) may show the box a moment in between,
+    # and a line for it. (Read in order: a later step back to an earlier address would otherwise
+    # find that earlier step's line.)
+    at = 0
     for before, after in itertools.pairwise(steps):
         old, new = ", ".join(urls_of(before)), ", ".join(urls_of(after))
-        assert any(f"HTTPS URLs: {old} → " in line for line in changes), after["what"]
-        assert any(line.endswith(f" → {new}") for line in changes), after["what"]
+        at = next_line(changes, at, re.escape(f"HTTPS URLs: {old} → "), after["what"])
+        at = next_line(changes, at, re.escape(f" → {new}") + "$", after["what"])
+
+
+def next_line(lines: list[str], start: int, pattern: str, what: str) -> int:
+    """The index of the first of ``lines`` from ``start`` on that ``pattern`` finds."""
+    found = next((i for i in range(start, len(lines)) if re.search(pattern, lines[i])), None)
+    assert found is not None, f"{what}: no such log line after line {start} of {lines}"
+    return found
 
 
 def test_a_configured_address_stays_put(seen):

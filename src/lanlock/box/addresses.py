@@ -20,8 +20,9 @@ from lanlock import names
 # What a box with no LAN address at all is named by, as before interfaces were listed: its
 # homepage still answers on loopback, and the first address that appears replaces it.
 LOOPBACK_FALLBACK = "127.0.0.1"
-# Seconds between two readings: a reading costs one system call, and a DHCP change shows on the
-# homepage, in `lanlock box status` and at the console within this long.
+# Seconds between two readings: a reading is a few netlink and ioctl calls per interface (under
+# a millisecond here), and a DHCP change shows on the homepage, in `lanlock box status` and at
+# the console within this long.
 READ_INTERVAL = 20.0
 
 
@@ -31,7 +32,7 @@ def lan_addresses() -> tuple[str, ...]:
     before a bridge made later) and, on one interface, in the order the OS lists them (the
     primary address first); ``("127.0.0.1",)`` when there is none."""
     # Imported here: every `lanlock box` command loads this module for READ_INTERVAL, and only
-    # the agent and `box connect` read interfaces (psutil takes 30 ms to import).
+    # the agent and `box connect` read interfaces (psutil takes about 20 ms to import).
     import psutil
 
     running = {name for name, stats in psutil.net_if_stats().items() if stats.isup}

@@ -271,7 +271,7 @@ class CertificateManager:
         cannot answer now changes nothing: the certificate is valid, the next check-in is a
         check-in interval away."""
         self._checked_in_at = time.monotonic()
-        key = pair.private_key()
+        key = pair.key
         try:
             result = self._accepted_result(self._ask_cloud(self._payload(config, key)))
             leaf = self._checked_certificate(result, key)

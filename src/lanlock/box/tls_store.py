@@ -21,7 +21,7 @@ import shutil
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -50,6 +50,8 @@ class Pair:
     leaf: x509.Certificate
     chain: list[x509.Certificate]
     temporary: bool
+    # The key as read with the certificate, checked to match it (never shown in a repr).
+    key: ec.EllipticCurvePrivateKey = field(repr=False, compare=False)
 
     @property
     def cert_path(self) -> Path:
@@ -58,12 +60,6 @@ class Pair:
     @property
     def key_path(self) -> Path:
         return self.folder / PRIVKEY
-
-    def private_key(self) -> ec.EllipticCurvePrivateKey:
-        """The pair's key (read when it was loaded, checked to match the certificate)."""
-        key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        return key
 
     def ssl_context(self) -> ssl.SSLContext:
         """A complete server context for this pair, with the TLS profile (built before it is
@@ -105,9 +101,11 @@ class TLSStore:
             raise PairDamaged(f"pair {name} does not parse: {exc}") from exc
         if not certificates:
             raise PairDamaged(f"pair {name} holds no certificate")
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise PairDamaged(f"pair {name}: the key is not an EC key")
         if certificates[0].public_key() != key.public_key():
             raise PairDamaged(f"pair {name}: the certificate does not match the key")
-        return Pair(name, folder, certificates[0], certificates[1:], temporary)
+        return Pair(name, folder, certificates[0], certificates[1:], temporary, key)
 
     def _pointer(self, which: str) -> str | None:
         path = self.folder / which
