@@ -43,8 +43,10 @@ class AcmeFront:
     tls: TLSFiles
     port: int
     offer_renewal_info: bool = True
-    # The suggested window it answers for a certificate ID; a month away for any other.
+    # The suggested window it answers for a certificate ID; for any other ``any_window``, or
+    # a month away.
     windows: dict[str, tuple[dt.datetime, dt.datetime]] = field(default_factory=dict)
+    any_window: tuple[dt.datetime, dt.datetime] | None = None
     rate_limited: int = 0  # how many of the next newOrders get rateLimited
     retry_after: int = 10
     renewal_info_retry_after: int = 21600  # the Retry-After of its renewal information
@@ -64,6 +66,8 @@ class AcmeFront:
     def suggested_window(self, certificate_id: str = "") -> tuple[dt.datetime, dt.datetime]:
         if certificate_id in self.windows:
             return self.windows[certificate_id]
+        if self.any_window is not None:
+            return self.any_window
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         return now + dt.timedelta(days=30), now + dt.timedelta(days=32)
 

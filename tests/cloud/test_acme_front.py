@@ -283,3 +283,18 @@ def test_renewal_information_asked_again_within_a_week_whatever_the_ca_says(syst
         next_check = session.scalars(select(Certificate.ari_next_check)).one()
     assert next_check is not None
     assert next_check <= dt.datetime.now(dt.UTC) + dt.timedelta(days=7, minutes=1)
+
+
+def test_a_window_the_ca_suggests_after_expiry_is_not_followed(system):
+    """A broken (or hostile) CA suggests renewing years after the certificate runs out: the box
+    must still be told to renew while it is valid (the cloud's own rule), not after."""
+    far = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=36500)
+    system.front.any_window = (far, far + dt.timedelta(days=1))
+    try:
+        result = ask_like_a_box(TestBox(system.cloud.url), Customer.create(system.store)).result
+    finally:
+        system.front.any_window = None
+    assert result is not None
+    leaf = x509.load_pem_x509_certificate(result.x509_pem.encode())
+    renew_at = dt.datetime.fromisoformat(result.renew_at)
+    assert leaf.not_valid_before_utc < renew_at < leaf.not_valid_after_utc

@@ -405,7 +405,12 @@ class AcmeIssuer:
             log.warning("renewal information unavailable: %s", ca_words(exc))
             return RenewalAdvice(next_check=now + ARI_RETRY_ON_FAILURE)
         latest = now + dt.timedelta(seconds=LONGEST_CA_WAIT)
-        return RenewalAdvice(_aware(suggested), min(_aware(next_check) or latest, latest))
+        renew_after = _aware(suggested)
+        if renew_after is not None and renew_after >= leaf.not_valid_after_utc:
+            # Not advice a box can follow (a broken CA): the cloud's own rule renews it in time.
+            log.warning("the CA suggests renewing after the certificate expires; not followed")
+            renew_after = None
+        return RenewalAdvice(renew_after, min(_aware(next_check) or latest, latest))
 
     # --- the challenge records ---------------------------------------------------------------
 
