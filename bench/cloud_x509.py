@@ -953,7 +953,7 @@ STEPS = [
     ("verify the JWS", "lanlock.cloud.x509", "verify_request"),
     ("parse and check the CSR", "lanlock.cloud.csr_policy", "parse"),
     ("first look", "lanlock.cloud.x509", "X509Service._first_look"),
-    ("  the box's row", "lanlock.cloud.express", "look"),
+    ("  the box's row, its certificate for the key", "lanlock.cloud.express", "look"),
     ("  express lane: reuse check and writes", "lanlock.cloud.express", "reused_certificate"),
     ("  nonce (wherever written)", "lanlock.cloud.nonces", "remember"),
     ("  eligibility", "lanlock.cloud.eligibility", "check"),

@@ -64,7 +64,7 @@ def refusal(store: Store, request: SignedRequest) -> str | None:
     try:
         with store.transaction() as session:
             conn = session.connection()
-            row = express.look(conn, request.box_id)
+            row = express.look(conn, request.box_id, None)
             box = express.registered(request.box_id, row)
             eligibility.check(conn, request, row, box, "192.0.2.0/24", failures, NOW)
     except Refused as refused:

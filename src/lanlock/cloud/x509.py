@@ -244,13 +244,12 @@ class X509Service:
         the verdict: a refused request replayed is refused as a replay. (A Limited or a replay
         raises, and the transaction is rolled back: nothing is kept.)
         """
-        row = express.look(conn, request.box_id)
+        row = express.look(conn, request.box_id, fingerprint)
         if row is not None and fingerprint is not None:
             assert not isinstance(parsed, pki.InvalidCSR)
             reused = express.reused_certificate(
-                conn, row, request, parsed, fingerprint, self.settings.zone, record.source,
-                record.network,
-            )  # fmt: skip
+                conn, row, request, parsed, self.settings.zone, record.source, record.network
+            )
             if reused is not None:
                 answer = Answer(200, {"result": self._result(reused, row.scope)})
                 return FirstLook(answer=answer, counted=("reused", None))
