@@ -275,6 +275,14 @@ def fresh_store(backend: str, tmp: Path, postgres_url: str | None) -> Iterator[s
         engine.dispose()
 
 
+def lanlock_env(**extra: str) -> dict[str, str]:
+    """The environment for a ``python -m lanlock`` this benchmark starts: the lanlock beside
+    this script first. Without it the child imports the one installed in the venv (the main
+    checkout's), so a benchmark run from another worktree measured the main checkout's code."""
+    path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -343,7 +351,7 @@ def running_cloud(
             command,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "LANLOCK_SECRET_KEY": SECRET, "LANLOCK_CLOUD_METRICS_TOKEN": SECRET},
+            env=lanlock_env(LANLOCK_SECRET_KEY=SECRET, LANLOCK_CLOUD_METRICS_TOKEN=SECRET),
             start_new_session=True,  # Ctrl-C reaches us; we stop it ourselves, in order
             preexec_fn=pin_server if pin else None,
         )

@@ -431,11 +431,9 @@ class Fleet:
         self.haproxy: Service | None = None
         self.port = 0
         self.stats_port = 0
-        self.env = {
-            **os.environ,
-            "LANLOCK_SECRET_KEY": SECRET_KEY,
-            "LANLOCK_CLOUD_METRICS_TOKEN": SECRET_KEY,
-        }
+        self.env = cloud_x509.lanlock_env(
+            LANLOCK_SECRET_KEY=SECRET_KEY, LANLOCK_CLOUD_METRICS_TOKEN=SECRET_KEY
+        )
 
     @property
     def url(self) -> str:
