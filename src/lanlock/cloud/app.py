@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import random
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -24,7 +25,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from lanlock.cloud.limits import TrustedProxies, client_address
-from lanlock.cloud.x509 import X509Service
+from lanlock.cloud.x509 import Answer, X509Service
 from lanlock.web_common import BodyTooLarge, read_limited_body
 
 T = TypeVar("T")
@@ -33,6 +34,7 @@ ACCEPTED_TYPES = ("application/jose+json", "application/json")
 MAX_IN_FLIGHT = 32  # x509 requests one worker takes in at once; more are shed (see Admission)
 THREADS = 2  # of those, how many run their blocking work at once (see Admission)
 THREADS_ALONE = 1  # the default where the work never waits on a network (see Admission)
+BATCH_MOST = 32  # requests answered together at most (see Admission)
 SHED_SPREAD = 10  # a shed request is asked to come back within 1..10 s, at random
 
 
@@ -59,26 +61,85 @@ class Admission:
     that way against 2.14 ms through ``anyio.to_thread`` with a limiter of one and 2.30–2.66 ms
     with two (BENCHMARKS.md, fourth session). The work itself on the event loop cost 1.55 ms,
     but then the loop reads one request per turn and never sees a queue to shed.
+
+    With one thread on SQLite the requests are answered ``together``: the thread takes every
+    request queued for it (up to :data:`BATCH_MOST`) and answers them with
+    :meth:`X509Service.handle_many`, one transaction and one commit for all, and hands the
+    answers back to the loop at once. In process, the three writes of a reuse answer cost
+    243 µs alone and 128 µs eight at a time (BENCHMARKS.md, fifth session). Not on PostgreSQL:
+    there a batch would hold its rows' locks for all its requests, and a deadlock between two
+    replicas' batches would fail every request of one of them.
     """
 
     def __init__(
-        self, limit: int = MAX_IN_FLIGHT, threads: int = THREADS, spread: int = SHED_SPREAD
+        self,
+        limit: int = MAX_IN_FLIGHT,
+        threads: int = THREADS,
+        spread: int = SHED_SPREAD,
+        together: bool = False,
     ) -> None:
         self.limit, self.threads, self.spread = limit, threads, spread
+        self.together = together and threads == 1
         self.in_flight = 0
         self._pool: ThreadPoolExecutor | None = None
+        self._queued: deque[tuple[bytes, str, asyncio.Future[Answer]]] = deque()
+        self._drain_asked = False
+
+    async def answer(self, service: X509Service, body: bytes, source: str) -> Answer:
+        """The service's answer to one request: alone in a thread, or with those queued."""
+        if not self.together:
+            return await self.run(service.handle, body, source)
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[Answer] = loop.create_future()
+        self._queued.append((body, source, answered))
+        self._ask_drain(loop, service)
+        return await answered
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
         """``work(*args)`` in a thread, at most ``threads`` at once (the pool queues the rest)."""
+        return await asyncio.get_running_loop().run_in_executor(self._threads(), work, *args)
+
+    def _threads(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lanlock-x509")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
+        return self._pool
+
+    def _ask_drain(self, loop: asyncio.AbstractEventLoop, service: X509Service) -> None:
+        # The thread clears the flag before it takes the queue: a request queued after that
+        # asks for a drain of its own, so none is left behind (at worst a drain finds none).
+        if not self._drain_asked:
+            self._drain_asked = True
+            self._threads().submit(self._drain, loop, service)
+
+    def _drain(self, loop: asyncio.AbstractEventLoop, service: X509Service) -> None:
+        """In the thread: answer the requests queued, at most BATCH_MOST, together."""
+        self._drain_asked = False
+        batch = [self._queued.popleft() for _ in range(min(len(self._queued), BATCH_MOST))]
+        if self._queued:  # more than one batch waits: the next drain is asked now
+            loop.call_soon_threadsafe(self._ask_drain, loop, service)
+        if not batch:
+            return
+        try:
+            answers = service.handle_many([(body, source) for body, source, _ in batch])
+        except Exception as exc:  # a bug in the batch itself: each of its requests fails (500)
+            answers = [exc] * len(batch)
+        loop.call_soon_threadsafe(_deliver, [answered for *_, answered in batch], answers)
 
     def full(self) -> bool:
         return self.in_flight >= self.limit
 
     def retry_after(self) -> int:
         return random.randint(1, self.spread)  # spreading load: no secret in it
+
+
+def _deliver(waiting: list[asyncio.Future[Answer]], answers: list[Answer | Exception]) -> None:
+    for answered, answer in zip(waiting, answers, strict=True):
+        if answered.done():  # its request was cancelled (the server stops)
+            continue
+        if isinstance(answer, Exception):
+            answered.set_exception(answer)
+        else:
+            answered.set_result(answer)
 
 
 def create_app(
@@ -121,7 +182,7 @@ def create_app(
         peer = request.client.host if request.client else "unknown"
         source = client_address(peer, request.headers.get("x-forwarded-for"), trusted_proxies)
         # The work is blocking (SQL, signatures): off the event loop, onto a few threads.
-        answer = await admission.run(service.handle, body, source)
+        answer = await admission.answer(service, body, source)
         return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
 
     async def healthz(_: Request) -> Response:

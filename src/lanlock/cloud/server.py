@@ -191,7 +191,11 @@ def run_worker(settings: CloudSettings, sock: socket.socket | None = None) -> No
         service,
         settings.metrics_token,
         settings.trusted_proxy,
-        Admission(settings.max_in_flight, threads_for(settings, service)),
+        Admission(
+            settings.max_in_flight,
+            threads_for(settings, service),
+            together=service.store.is_sqlite,  # with one thread (see Admission)
+        ),
     )
     run_server(app, settings.host, settings.port, settings.tls_cert, settings.tls_key, sock)
 
