@@ -107,9 +107,9 @@ def test_registration_takes_one_slot_per_box(store):
 
 def test_a_nonce_is_taken_once(store):
     with store.transaction() as session:
-        nonces.remember(session, "n" * 22, NOW)
+        nonces.remember(session.connection(), "n" * 22, NOW)
     with pytest.raises(Unauthorized), store.transaction() as session:
-        nonces.remember(session, "n" * 22, NOW)
+        nonces.remember(session.connection(), "n" * 22, NOW)
 
 
 def take(lease: ScopeLease, scope: str) -> bool:

@@ -23,6 +23,7 @@ from lanlock.cloud.jws import SignedRequest
 from lanlock.cloud.metrics import CloudMetrics
 from lanlock.cloud.models import AuditEntry
 from lanlock.store import Store
+from lanlock.store.prepared import Prepared
 
 GARBAGE_BURST = 60
 GARBAGE_PER_SECOND = 1.0
@@ -50,7 +51,7 @@ def values(
 
 # Built once: Core keeps a statement's compiled form, the ORM's unit of work costs more than
 # the insert itself on the busy paths (the express lane, the issuing path's last transaction).
-ADD = insert(AuditEntry.__table__)
+ADD = Prepared(insert(AuditEntry.__table__))
 
 
 def entry(
@@ -81,7 +82,7 @@ class AuditTrail:
         """One line in its own transaction."""
         try:
             with self.store.engine.begin() as conn:
-                conn.execute(ADD, values(outcome, code, request, source, detail))
+                ADD.run(conn, values(outcome, code, request, source, detail))
         except (OperationalError, SQLInterfaceError):
             pass  # the answer matters more than its audit line when the store is failing
 

@@ -32,6 +32,7 @@ from lanlock.cloud.jws import SignedRequest
 from lanlock.cloud.models import Box, Certificate, Database, Subscription
 from lanlock.cloud.registration import RegisteredBox
 from lanlock.cloud.reuse import still_good
+from lanlock.store.prepared import Prepared
 
 boxes, certificates = Box.__table__, Certificate.__table__
 databases, subscriptions = Database.__table__, Subscription.__table__
@@ -44,7 +45,7 @@ QUOTA = quota_of(boxes.c.subscription_code).scalar_subquery()
 # about 40 µs more. No row for a box the cloud does not know. The subscription's columns are
 # NULL when the box's subscription is not one of its database's (eligibility then reads the
 # database: :mod:`lanlock.cloud.eligibility`), the certificate's when it has none for the key.
-BOX_ROW = (
+BOX_ROW = Prepared(
     select(
         boxes.c.scope,
         boxes.c.state,
@@ -87,7 +88,7 @@ BOX_ROW = (
 def look(conn: Connection, box_id: str, fingerprint: str | None) -> Row | None:
     """The box's row (:data:`BOX_ROW`) with its newest certificate for the key of this
     ``fingerprint`` (none for None), None for a box the cloud does not know."""
-    return conn.execute(BOX_ROW, {"box_id": box_id, "fingerprint": fingerprint}).first()
+    return BOX_ROW.first(conn, {"box_id": box_id, "fingerprint": fingerprint})
 
 
 def registered(box_id: str, row: Row | None) -> RegisteredBox | None:
@@ -117,9 +118,9 @@ def reused_certificate(
         return None
     nonces.remember(conn, request.nonce, now)
     detail = f"serial {row.serial}"
-    conn.execute(audit.ADD, audit.values("reused", None, request, source, detail))
+    audit.ADD.run(conn, audit.values("reused", None, request, source, detail))
     seen = registration.seen_values(request.box_id, request, source, network)
-    conn.execute(registration.SEEN, seen)
+    registration.SEEN.run(conn, seen)
     return row
 
 

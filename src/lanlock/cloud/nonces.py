@@ -15,18 +15,19 @@ from sqlalchemy.orm import Session
 
 from lanlock.cloud.jws import IAT_WINDOW_SECONDS, Unauthorized
 from lanlock.cloud.models import SeenNonce
+from lanlock.store.prepared import Prepared
 
 NONCE_TTL = dt.timedelta(seconds=2 * IAT_WINDOW_SECONDS + 60)
 
 
-ADD = insert(SeenNonce.__table__)  # Core, built once: every request writes one
+ADD = Prepared(insert(SeenNonce.__table__))  # every request writes one: straight to the cursor
 
 
-def remember(session: Session | Connection, nonce: str, now: dt.datetime) -> None:
+def remember(conn: Connection, nonce: str, now: dt.datetime) -> None:
     """Keep the nonce in this transaction; Unauthorized if it was seen before (the transaction
     is then lost, as it must be: nothing a replay asked for is done)."""
     try:
-        session.execute(ADD, {"nonce": nonce, "expires_at": now + NONCE_TTL})
+        ADD.run(conn, {"nonce": nonce, "expires_at": now + NONCE_TTL})
     except IntegrityError:
         raise Unauthorized("this nonce was seen before: each request needs a new one") from None
 

@@ -21,6 +21,7 @@ from lanlock.cloud.jws import SignedRequest
 from lanlock.cloud.models import Box, Certificate, Subscription
 from lanlock.cloud.refusals import Refused
 from lanlock.store import Store
+from lanlock.store.prepared import Prepared
 
 boxes, subscriptions = Box.__table__, Subscription.__table__
 
@@ -197,7 +198,7 @@ UNREGISTER_BOX = delete(boxes).where(boxes.c.box_id == bindparam("gone_box_id"))
 
 # When and from where a box last asked (its network is one its database works from): a Core
 # statement, for a session or a connection alike.
-SEEN = update(boxes).where(boxes.c.box_id == bindparam("seen_box_id"))
+SEEN = Prepared(update(boxes).where(boxes.c.box_id == bindparam("seen_box_id")))
 
 
 def seen_values(

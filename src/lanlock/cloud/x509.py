@@ -113,12 +113,12 @@ class Recorder:
 
     def __call__(self, conn: Session | Connection, certificate: Handed, outcome: str) -> None:
         detail = f"serial {certificate.serial}"
-        conn.execute(audit.ADD, audit.values(outcome, None, self.request, self.source, detail))
+        audit.ADD.run(conn, audit.values(outcome, None, self.request, self.source, detail))
         if not self.registered_here:
             seen = registration.seen_values(
                 self.request.box_id, self.request, self.source, self.network
             )
-            conn.execute(registration.SEEN, seen)
+            registration.SEEN.run(conn, seen)
 
 
 @dataclass(frozen=True)
@@ -360,7 +360,7 @@ class X509Service:
             return self._look(conn, request, parsed, fingerprint, record, row, now)
         except Refused as refusal:
             values = audit.values("refused", refusal.code, request, record.source, refusal.detail)
-            conn.execute(audit.ADD, values)
+            audit.ADD.run(conn, values)
             return FirstLook(answer=self._refusal_answer(refusal))
 
     def _look(
@@ -415,7 +415,7 @@ class X509Service:
             if registered_here:
                 registration.unregister_in(conn, box.box_id)
             code, detail = errors.ISSUANCE_LIMITED, limited.detail
-            conn.execute(audit.ADD, audit.values("limited", code, request, record.source, detail))
+            audit.ADD.run(conn, audit.values("limited", code, request, record.source, detail))
             answer = Answer(
                 429, {"detail": detail, "code": code}, {"Retry-After": str(limited.retry_after)}
             )
