@@ -55,6 +55,7 @@ NOT_JSON = (ValueError, UnicodeDecodeError, RecursionError)
 
 BASE64URL = re.compile(r"[A-Za-z0-9_-]*")  # RFC 7515 §2: unpadded
 P256_BYTES = 32
+ES256 = ec.ECDSA(hashes.SHA256())  # immutable: one for every check
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def _signature_holds(key: ec.EllipticCurvePublicKey, envelope: Envelope) -> bool
     r = int.from_bytes(signature[:P256_BYTES], "big")
     s = int.from_bytes(signature[P256_BYTES:], "big")
     try:
-        key.verify(encode_dss_signature(r, s), envelope.signing_input, ec.ECDSA(hashes.SHA256()))
+        key.verify(encode_dss_signature(r, s), envelope.signing_input, ES256)
     except InvalidSignature:
         return False
     return True
