@@ -959,7 +959,8 @@ def herd_phase(
 # another; one the code does not have (an older or newer request path) is left out.
 STEPS = [
     ("verify the JWS", "lanlock.cloud.x509", "verify_request"),
-    ("parse and check the CSR", "lanlock.cloud.csr_policy", "parse"),
+    ("parse the CSR", "lanlock.cloud.csr_policy", "load"),
+    ("check the CSR's signature and key", "lanlock.cloud.csr_policy", "check"),
     ("first look", "lanlock.cloud.x509", "X509Service._first_look"),
     ("  the box's row, its certificate for the key", "lanlock.cloud.express", "look"),
     ("  express lane: reuse check and writes", "lanlock.cloud.express", "reused_certificate"),

@@ -46,9 +46,12 @@ __all__ = [
     "build_csr",
     "certificate_from_pem",
     "certificates_from_pem",
+    "check_csr",
+    "csr_digest",
     "decrypt_private_key",
     "encrypt_private_key",
     "key_fingerprint",
+    "load_csr",
     "new_private_key",
     "parse_csr",
     "private_key_pem",
@@ -126,14 +129,21 @@ def certificates_from_pem(pem: str | bytes) -> list[x509.Certificate]:
 
 
 def build_csr(key: PrivateKey, names: Sequence[str] = ()) -> x509.CertificateSigningRequest:
-    """A CSR for ``names`` (possibly none: the cloud sets the names it certifies)."""
+    """A CSR for ``names`` (possibly none: the cloud sets the names it certifies).
+
+    An EC key signs deterministically (RFC 6979): the same key and names make the same CSR,
+    byte for byte, at every request. The cloud then knows a CSR it has checked before by its
+    digest (:func:`csr_digest`) and need not check its signature again, and the box keeps no
+    CSR of its own. RFC 6979 also needs no randomness at signing time, a weakness of ECDSA
+    on small devices."""
     subject = [x509.NameAttribute(NameOID.COMMON_NAME, names[0])] if names else []
     builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(subject))
     if names:
         builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
         )
-    return builder.sign(key, hashes.SHA256())
+    deterministic = True if isinstance(key, ec.EllipticCurvePrivateKey) else None
+    return builder.sign(key, hashes.SHA256(), ecdsa_deterministic=deterministic)
 
 
 def csr_pem(csr: x509.CertificateSigningRequest) -> str:
@@ -145,23 +155,52 @@ def parse_csr(pem: str) -> x509.CertificateSigningRequest:
 
     Raises InvalidCSR with the reason; never anything else, whatever the input.
     """
+    return check_csr(load_csr(pem))
+
+
+def load_csr(pem: str) -> x509.CertificateSigningRequest:
+    """A CSR parsed and decoded, its signature and key not checked yet (:func:`check_csr`).
+
+    Raises InvalidCSR with the reason; never anything else, whatever the input.
+    """
     try:
         csr = x509.load_pem_x509_csr(pem.encode("utf-8", "surrogateescape"))
-        public_key = csr.public_key()
-        signature_ok = csr.is_signature_valid
+        csr.public_key()
+        _ = csr.signature_hash_algorithm  # an algorithm the signature check would not know
         # Decoded lazily by cryptography: a malformed or duplicated extension would otherwise
         # raise later, in the middle of the policy checks.
         _ = csr.subject, csr.extensions, csr.attributes
     except UnsupportedAlgorithm as exc:
-        raise InvalidCSR(
-            "the CSR's key type or curve is not supported; use EC P-256, EC P-384 or RSA >= 2048"
-        ) from exc
-    except (ValueError, TypeError, UnicodeError, InvalidSignature) as exc:
+        raise _unsupported() from exc
+    except (ValueError, TypeError, UnicodeError) as exc:
+        raise InvalidCSR("the CSR is not a PEM certificate request that can be parsed") from exc
+    return csr
+
+
+def check_csr(csr: x509.CertificateSigningRequest) -> x509.CertificateSigningRequest:
+    """``csr`` (from :func:`load_csr`) once its signature holds and its key is strong; else
+    InvalidCSR with the reason."""
+    try:
+        signature_ok = csr.is_signature_valid
+    except UnsupportedAlgorithm as exc:
+        raise _unsupported() from exc
+    except (ValueError, TypeError, InvalidSignature) as exc:
         raise InvalidCSR("the CSR is not a PEM certificate request that can be parsed") from exc
     if not signature_ok:
         raise InvalidCSR("the CSR's signature does not verify with its own key")
-    check_key_strength(public_key)
+    check_key_strength(csr.public_key())
     return csr
+
+
+def csr_digest(csr: x509.CertificateSigningRequest) -> str:
+    """The SHA-256 of the CSR's DER, as sent (cryptography keeps the bytes it parsed)."""
+    return hashlib.sha256(csr.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def _unsupported() -> InvalidCSR:
+    return InvalidCSR(
+        "the CSR's key type or curve is not supported; use EC P-256, EC P-384 or RSA >= 2048"
+    )
 
 
 def check_key_strength(public_key: object) -> None:

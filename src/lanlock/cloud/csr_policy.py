@@ -50,9 +50,20 @@ SHOWN_LENGTH = 80  # a hostile CSR's strings end up in a refusal message and the
 ParsedCSR = x509.CertificateSigningRequest | pki.InvalidCSR
 
 
-def parse(csr_pem: str) -> ParsedCSR:
+def load(csr_pem: str) -> ParsedCSR:
+    """The CSR parsed and decoded, its signature and key not checked yet (:func:`check`)."""
     try:
-        return pki.parse_csr(csr_pem)
+        return pki.load_csr(csr_pem)
+    except pki.InvalidCSR as exc:
+        return exc
+
+
+def check(loaded: ParsedCSR) -> ParsedCSR:
+    """The CSR once its signature holds and its key is strong, or why not."""
+    if isinstance(loaded, pki.InvalidCSR):
+        return loaded
+    try:
+        return pki.check_csr(loaded)
     except pki.InvalidCSR as exc:
         return exc
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+from collections.abc import Callable
 
 from cryptography import x509
 from sqlalchemy import Connection, Row, and_, bindparam, select
@@ -61,6 +62,7 @@ BOX_ROW = Prepared(
         certificates.c.renew_after,
         certificates.c.x509_pem,
         certificates.c.chain_pem,
+        certificates.c.csr_sha256,
     )
     .select_from(
         boxes.outerjoin(
@@ -100,6 +102,7 @@ def reused_certificate(
     row: Row,
     request: SignedRequest,
     csr: x509.CertificateSigningRequest,
+    checked_when: Callable[[str | None], bool],
     zone: str,
     source: str,
     network: str,
@@ -107,14 +110,15 @@ def reused_certificate(
     """The certificate to hand out again (``row`` itself: its certificate columns are the reuse
     rule's), with the nonce, the audit line and the box's last sighting written in ``conn``'s
     transaction; None when the full way must answer (nothing is written then). ``row`` is the
-    box's, read with the CSR's key (:func:`look`), ``csr`` parsed and its signature checked
-    (:func:`lanlock.pki.parse_csr`)."""
+    box's, read with the CSR's key (:func:`look`), ``csr`` loaded (:func:`lanlock.pki.load_csr`)
+    and ``checked_when`` whether it is good, given the digest of the CSR the certificate was
+    issued for: the same bytes, or a signature and key checked now."""
     if not _eligible(row, request):
         return None
     if csr_policy.foreign_identities(csr, names.certificate_names(row.scope, zone)):
         return None
     now = dt.datetime.now(dt.UTC)
-    if row.serial is None or not still_good(row, now):
+    if row.serial is None or not still_good(row, now) or not checked_when(row.csr_sha256):
         return None
     nonces.remember(conn, request.nonce, now)
     detail = f"serial {row.serial}"

@@ -407,5 +407,6 @@ class Issuance:
             "key_fingerprint": fingerprint,
             "issuer": self.issuer.name,
             "ari_next_check": issued.advice.next_check,
+            "csr_sha256": pki.csr_digest(csr),
         }
         return certificate, columns

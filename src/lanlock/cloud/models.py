@@ -121,6 +121,9 @@ class Certificate(Base):
     subscription_code: Mapped[str | None] = mapped_column(String(128), nullable=True)
     # When to ask the CA's renewal information again (its Retry-After); None: never (no ARI).
     ari_next_check: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The SHA-256 of the CSR's DER it was issued for, checked then: the same bytes again need no
+    # second check (lanlock.pki.build_csr signs deterministically). None: issued before 0011.
+    csr_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         Index("ix_certificates_scope_key", "scope", "key_fingerprint"),

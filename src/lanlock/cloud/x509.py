@@ -26,6 +26,8 @@ the same way with their first looks in one transaction, a savepoint each, and on
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hmac
 import logging
 import threading
 import time
@@ -124,17 +126,36 @@ class Recorder:
 
 @dataclass(frozen=True)
 class Asking:
-    """A verified request with what every step reads of it: its CSR as parsed (or why not),
-    its key's fingerprint (None for a CSR that did not parse), and its recorder."""
+    """A verified request with what every step reads of it: its CSR as loaded (or why it did
+    not load), its key's fingerprint and its CSR's digest (None for a CSR that did not load),
+    and its recorder.
+
+    The CSR's signature and key are checked once, when a step asks (:attr:`parsed`): a box
+    asking again with the very CSR its certificate was issued for (:func:`lanlock.pki.build_csr`
+    signs deterministically) is answered by the express lane without that check, since those
+    bytes passed it when the certificate was issued (:attr:`Certificate.csr_sha256`)."""
 
     request: SignedRequest
-    parsed: csr_policy.ParsedCSR
+    loaded: csr_policy.ParsedCSR
     fingerprint: str | None
+    csr_sha256: str | None
     record: Recorder
 
     @property
     def source(self) -> str:
         return self.record.source
+
+    @functools.cached_property
+    def parsed(self) -> csr_policy.ParsedCSR:
+        """The CSR once its signature holds and its key is strong, or why not."""
+        return csr_policy.check(self.loaded)
+
+    def checked_when(self, issued_for: str | None) -> bool:
+        """Whether the CSR is good: the very bytes a certificate was issued for
+        (``issued_for``, its ``csr_sha256``), or checked now."""
+        if self.csr_sha256 is not None and hmac.compare_digest(self.csr_sha256, issued_for or ""):
+            return True
+        return not isinstance(self.parsed, pki.InvalidCSR)
 
 
 # One request's savepoint in a batch (both stores speak this SQL). By hand rather than with
@@ -259,13 +280,13 @@ class X509Service:
         return firsts
 
     def _asking(self, request: SignedRequest, source: str) -> Asking:
-        parsed = csr_policy.parse(request.csr_pem)  # once: the express lane and the full way
-        fingerprint = None
-        if not isinstance(parsed, pki.InvalidCSR):
-            fingerprint = pki.key_fingerprint(parsed.public_key())  # type: ignore[arg-type]
-        return Asking(
-            request, parsed, fingerprint, Recorder(request, source, limits.network_of(source))
-        )
+        loaded = csr_policy.load(request.csr_pem)  # once: the express lane and the full way
+        fingerprint = digest = None
+        if not isinstance(loaded, pki.InvalidCSR):
+            fingerprint = pki.key_fingerprint(loaded.public_key())  # type: ignore[arg-type]
+            digest = pki.csr_digest(loaded)
+        record = Recorder(request, source, limits.network_of(source))
+        return Asking(request, loaded, fingerprint, digest, record)
 
     def _after_first_look(self, first: FirstLook, asking: Asking) -> Answer:
         """The answer, once the first look has committed: its own, or the issuance's."""
@@ -343,22 +364,21 @@ class X509Service:
         the verdict: a refused request replayed is refused as a replay. (A Limited or a replay
         raises, and the transaction is rolled back: nothing is kept.)
         """
-        request, parsed, fingerprint, record = (
-            asking.request, asking.parsed, asking.fingerprint, asking.record
-        )  # fmt: skip
+        request, fingerprint, record = asking.request, asking.fingerprint, asking.record
         row = express.look(conn, request.box_id, fingerprint)
         if row is not None and fingerprint is not None:
-            assert not isinstance(parsed, pki.InvalidCSR)
+            assert not isinstance(asking.loaded, pki.InvalidCSR)
             reused = express.reused_certificate(
-                conn, row, request, parsed, self.settings.zone, record.source, record.network
-            )
+                conn, row, request, asking.loaded, asking.checked_when, self.settings.zone,
+                record.source, record.network,
+            )  # fmt: skip
             if reused is not None:
                 answer = Answer(200, {"result": self._result(reused, row.scope)})
                 return FirstLook(answer=answer, counted=("reused", None))
         now = dt.datetime.now(dt.UTC)
         nonces.remember(conn, request.nonce, now)
         try:
-            return self._look(conn, request, parsed, fingerprint, record, row, now)
+            return self._look(conn, request, asking.parsed, fingerprint, record, row, now)
         except Refused as refusal:
             values = audit.values("refused", refusal.code, request, record.source, refusal.detail)
             audit.ADD.run(conn, values)
