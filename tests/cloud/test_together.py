@@ -11,10 +11,12 @@ import asyncio
 import time
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
+from lanlock import pki
 from lanlock.cloud.app import BATCH_MOST, Admission
+from lanlock.cloud.issuance import ScopeLease
 from lanlock.cloud.models import Box, Certificate, SeenNonce
 from lanlock.cloud.x509 import Answer
 from tests.boxes import Customer, audit_of
@@ -116,16 +118,43 @@ def test_a_bug_in_one_request_fails_that_request_alone(store, monkeypatch):
     assert ask(cloud, victim_body).status == 200  # its nonce went with its savepoint
 
 
+def test_no_answer_waits_for_another_requests_lease(store):
+    """A renewal whose scope's lease another replica holds waits for it (up to
+    lease_wait_seconds): the other answers of its batch are handed over before it."""
+    cloud = service(store, lease_wait_seconds=0.3)
+    customer = Customer.create(store, iot_boxes=3)
+    renewing, other = Device(customer), Device(customer)
+    assert ask(cloud, renewing.body()).status == 200
+    with store.transaction() as session:
+        scope = session.scalar(select(Box.scope).where(Box.box_id == renewing.box_id))
+    replica = ScopeLease(store, 60)
+    with store.transaction() as session:
+        assert replica.acquire_in(session, scope)
+    renewing.tls_key = pki.new_private_key()
+    delivered: list[list[int]] = []
+    try:
+        answers = cloud.handle_many(
+            [(renewing.body(), SOURCE), (other.body(), SOURCE)],
+            lambda ready: delivered.append(sorted(ready)),
+        )
+    finally:
+        replica.release(scope)
+    assert delivered == [[1], [0]]
+    assert [a.status for a in answers] == [503, 200]  # type: ignore[union-attr]
+
+
 class CountingService:
     """Answers each body with itself, a little slowly, and keeps the size of each batch."""
 
     def __init__(self) -> None:
         self.batches: list[int] = []
 
-    def handle_many(self, bodies: list[tuple[bytes, str]]) -> list[Answer]:
+    def handle_many(self, bodies: list[tuple[bytes, str]], deliver: Any) -> list[Answer]:
         self.batches.append(len(bodies))
         time.sleep(0.005 * len(bodies))
-        return [Answer(200, {"body": body.decode()}) for body, _ in bodies]
+        answers = [Answer(200, {"body": body.decode()}) for body, _ in bodies]
+        deliver(dict(enumerate(answers)))
+        return answers
 
 
 def test_the_admission_answers_every_queued_request_in_batches_of_at_most_batch_most():

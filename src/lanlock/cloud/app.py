@@ -119,11 +119,15 @@ class Admission:
             loop.call_soon_threadsafe(self._ask_drain, loop, service)
         if not batch:
             return
+        waiting = [answered for *_, answered in batch]
+
+        def deliver(ready: dict[int, Answer | Exception]) -> None:
+            loop.call_soon_threadsafe(_deliver, waiting, ready)
+
         try:
-            answers = service.handle_many([(body, source) for body, source, _ in batch])
-        except Exception as exc:  # a bug in the batch itself: each of its requests fails (500)
-            answers = [exc] * len(batch)
-        loop.call_soon_threadsafe(_deliver, [answered for *_, answered in batch], answers)
+            service.handle_many([(body, source) for body, source, _ in batch], deliver)
+        except Exception as exc:  # a bug in the batch itself: each request left fails (500)
+            deliver(dict.fromkeys(range(len(batch)), exc))
 
     def full(self) -> bool:
         return self.in_flight >= self.limit
@@ -132,9 +136,10 @@ class Admission:
         return random.randint(1, self.spread)  # spreading load: no secret in it
 
 
-def _deliver(waiting: list[asyncio.Future[Answer]], answers: list[Answer | Exception]) -> None:
-    for answered, answer in zip(waiting, answers, strict=True):
-        if answered.done():  # its request was cancelled (the server stops)
+def _deliver(waiting: list[asyncio.Future[Answer]], ready: dict[int, Answer | Exception]) -> None:
+    for index, answer in ready.items():
+        answered = waiting[index]
+        if answered.done():  # answered before a bug, or its request cancelled (the server stops)
             continue
         if isinstance(answer, Exception):
             answered.set_exception(answer)

@@ -165,6 +165,9 @@ SAVEPOINT = Prepared(text("SAVEPOINT request"))
 UNDO_SAVEPOINT = Prepared(text("ROLLBACK TO SAVEPOINT request"))
 RELEASE_SAVEPOINT = Prepared(text("RELEASE SAVEPOINT request"))
 
+# Hands a batch's answers, by index in the batch, to whoever waits for them.
+Deliver = Callable[[dict[int, "Answer | Exception"]], None]
+
 # The "no"s a step raises that have an answer (:meth:`X509Service._failure_answer`).
 STORE_UNAVAILABLE = (OperationalError, SQLInterfaceError, TimeoutError)
 ANSWERED = (
@@ -222,7 +225,9 @@ class X509Service:
         except ANSWERED as exc:
             return self._failure_answer(exc, request, source)
 
-    def handle_many(self, bodies: Sequence[tuple[bytes, str]]) -> list[Answer | Exception]:
+    def handle_many(
+        self, bodies: Sequence[tuple[bytes, str]], deliver: Deliver | None = None
+    ) -> list[Answer | Exception]:
         """The answers to several request bodies (each with its source), as :meth:`handle`
         gives them one by one, for less: their first looks in one transaction, each in a
         savepoint of its own (a request that raises, a replay or a failure limit, is undone
@@ -235,6 +240,11 @@ class X509Service:
         :meth:`handle`. Rejections (400, 401) write their audit lines before the transaction
         and anything after the first look (a lease to wait for, the issuance's own writes)
         after its commit: one SQLite writer at a time, and this connection is it meanwhile.
+
+        ``deliver`` is given the answers as they are ready, by index: every answer the first
+        looks decided at once, then each one that had more to do (a lease to wait for, up to
+        :attr:`X509Settings.lease_wait_seconds`) on its own, so that no answer waits for
+        another request's.
         """
         answers: list[Answer | Exception | None] = [None] * len(bodies)
         now = self.clock()
@@ -249,18 +259,33 @@ class X509Service:
             except Exception as exc:  # a bug: raised by its own request's caller
                 answers[index] = exc
         firsts = self._first_looks(asked)
+        later = [
+            i for i, first in firsts.items() if isinstance(first, FirstLook) and not first.answer
+        ]
         for index, asking in asked.items():
-            try:
-                first = firsts[index]
-                if isinstance(first, Exception):
-                    raise first
-                answers[index] = self._after_first_look(first, asking)
-            except ANSWERED as exc:
-                answers[index] = self._failure_answer(exc, asking.request, asking.source)
-            except Exception as exc:  # a bug, as above
-                answers[index] = exc
+            if index not in later:
+                answers[index] = self._answer_after(firsts[index], asking)
+        ready = {i: answer for i, answer in enumerate(answers) if answer is not None}
+        if deliver is not None:
+            deliver(ready)
+        for index in later:
+            answers[index] = answer = self._answer_after(firsts[index], asked[index])
+            if deliver is not None:
+                deliver({index: answer})
         assert all(answer is not None for answer in answers)  # each request answered once
         return answers  # type: ignore[return-value]
+
+    def _answer_after(self, first: FirstLook | Exception, asking: Asking) -> Answer | Exception:
+        """A request's answer once its first look committed (or raised), as :meth:`handle`
+        would give it; a bug's exception in its place."""
+        try:
+            if isinstance(first, Exception):
+                raise first
+            return self._after_first_look(first, asking)
+        except ANSWERED as exc:
+            return self._failure_answer(exc, asking.request, asking.source)
+        except Exception as exc:  # a bug, as above
+            return exc
 
     def _first_looks(self, asked: dict[int, Asking]) -> dict[int, FirstLook | Exception]:
         """Each request's first look, or what it raised, in one transaction (savepoints)."""
