@@ -65,7 +65,8 @@ class Admission:
     With one thread on SQLite the requests are answered ``together``: the thread takes every
     request queued for it (up to :data:`BATCH_MOST`) and answers them with
     :meth:`X509Service.handle_many`, one transaction and one commit for all, and hands the
-    answers back to the loop at once. In process, the three writes of a reuse answer cost
+    answers back to the loop as they are ready: those the first looks decided together, one
+    waiting for a lease on its own. In process, the three writes of a reuse answer cost
     243 µs alone and 128 µs eight at a time (BENCHMARKS.md, fifth session). Not on PostgreSQL:
     there a batch would hold its rows' locks for all its requests, and a deadlock between two
     replicas' batches would fail every request of one of them.

@@ -4,14 +4,16 @@ Most requests a cloud sees are boxes asking again (every start, every check, eve
 window that the reuse rule answers with the certificate already issued). Their answer needs one
 read — the box with its database, subscription and quota, and its newest certificate for the
 CSR's key, in one statement (:data:`BOX_ROW`) — and three writes: the nonce, the audit line, the
-box seen. This module does exactly that in SQLAlchemy Core, at the start of the request's one
-transaction, and only when *every* check of the full way would pass: the box is registered to
-this database under this code (compared in constant time), the database is production, the
-subscription in progress with an IoT box line, the box active, the CSR names nothing beyond the
-box's names, and the reuse rule holds. Anything else (a new box, a refusal, a renewal) has had
-nothing written and goes on the full way (:mod:`lanlock.cloud.x509`) in the same transaction,
-with the row read here, which owns every refusal and its order. So the lane changes what a reuse
-costs, never what any request is answered.
+box seen. This module does exactly that with statements built in SQLAlchemy Core and run on the
+driver's cursor (:mod:`lanlock.store.prepared`), at the start of the request's one transaction,
+and only when *every* check of the full way would pass: the box is registered to this database
+under this code (compared in constant time), the database is production, the subscription in
+progress with an IoT box line, the box active, the CSR names nothing beyond the box's names and
+is good (the very bytes its certificate was issued for, or its signature and key checked now),
+and the reuse rule holds. Anything else (a new box, a refusal, a renewal) has had nothing written
+and goes on the full way (:mod:`lanlock.cloud.x509`) in the same transaction, with the row read
+here, which owns every refusal and its order. So the lane changes what a reuse costs, never what
+any request is answered.
 
 Core rather than the ORM because the ORM's unit of work, identity map and attribute
 instrumentation cost several times the SQL itself on this path (the profile in BENCHMARKS.md).
@@ -22,9 +24,10 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 from collections.abc import Callable
+from typing import Any
 
 from cryptography import x509
-from sqlalchemy import Connection, Row, and_, bindparam, select
+from sqlalchemy import Connection, and_, bindparam, select
 
 from lanlock import names
 from lanlock.cloud import audit, csr_policy, nonces, registration
@@ -32,7 +35,7 @@ from lanlock.cloud.eligibility import quota_of
 from lanlock.cloud.jws import SignedRequest
 from lanlock.cloud.models import Box, Certificate, Database, Subscription
 from lanlock.cloud.registration import RegisteredBox
-from lanlock.cloud.reuse import still_good
+from lanlock.cloud.reuse import HANDED_COLUMNS, still_good
 from lanlock.store.prepared import Prepared
 
 boxes, certificates = Box.__table__, Certificate.__table__
@@ -56,12 +59,7 @@ BOX_ROW = Prepared(
         databases.c.kind,
         subscriptions.c.state.label("subscription_state"),
         QUOTA.label("quota"),
-        certificates.c.serial,
-        certificates.c.not_before,
-        certificates.c.not_after,
-        certificates.c.renew_after,
-        certificates.c.x509_pem,
-        certificates.c.chain_pem,
+        *HANDED_COLUMNS,
         certificates.c.csr_sha256,
     )
     .select_from(
@@ -87,26 +85,27 @@ BOX_ROW = Prepared(
 )
 
 
-def look(conn: Connection, box_id: str, fingerprint: str | None) -> Row | None:
-    """The box's row (:data:`BOX_ROW`) with its newest certificate for the key of this
-    ``fingerprint`` (none for None), None for a box the cloud does not know."""
+def look(conn: Connection, box_id: str, fingerprint: str | None) -> Any | None:
+    """The box's row (:data:`BOX_ROW`, its columns as attributes) with its newest certificate
+    for the key of this ``fingerprint`` (none for None), None for a box the cloud does not
+    know."""
     return BOX_ROW.first(conn, {"box_id": box_id, "fingerprint": fingerprint})
 
 
-def registered(box_id: str, row: Row | None) -> RegisteredBox | None:
+def registered(box_id: str, row: Any | None) -> RegisteredBox | None:
     return None if row is None else RegisteredBox.of(box_id, row)
 
 
 def reused_certificate(
     conn: Connection,
-    row: Row,
+    row: Any,
     request: SignedRequest,
     csr: x509.CertificateSigningRequest,
     checked_when: Callable[[str | None], bool],
     zone: str,
     source: str,
     network: str,
-) -> Row | None:
+) -> Any | None:
     """The certificate to hand out again (``row`` itself: its certificate columns are the reuse
     rule's), with the nonce, the audit line and the box's last sighting written in ``conn``'s
     transaction; None when the full way must answer (nothing is written then). ``row`` is the
@@ -128,7 +127,7 @@ def reused_certificate(
     return row
 
 
-def _eligible(box: Row, request: SignedRequest) -> bool:
+def _eligible(box: Any, request: SignedRequest) -> bool:
     return (
         box.database_uuid == request.db_uuid
         and box.subscription_state == "in_progress"

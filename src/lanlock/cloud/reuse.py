@@ -20,17 +20,19 @@ from lanlock import renewal
 from lanlock.cloud.models import Certificate
 
 certificates = Certificate.__table__
-# Core, built once: asked on every request of a registered box (the express lane) and again
-# under the lease; a statement object keeps its compiled form.
+# What an answer with a certificate needs of its row (and :func:`still_good`).
+HANDED_COLUMNS = (
+    certificates.c.serial,
+    certificates.c.not_before,
+    certificates.c.not_after,
+    certificates.c.renew_after,
+    certificates.c.x509_pem,
+    certificates.c.chain_pem,
+)
+# Core, built once: asked again under the lease (the express lane reads the same columns with
+# the box's row); a statement object keeps its compiled form.
 NEWEST = (
-    select(
-        certificates.c.serial,
-        certificates.c.not_before,
-        certificates.c.not_after,
-        certificates.c.renew_after,
-        certificates.c.x509_pem,
-        certificates.c.chain_pem,
-    )
+    select(*HANDED_COLUMNS)
     .where(certificates.c.scope == bindparam("scope"))
     .where(certificates.c.key_fingerprint == bindparam("fingerprint"))
     .order_by(certificates.c.not_after.desc())

@@ -260,7 +260,9 @@ class X509Service:
                 answers[index] = exc
         firsts = self._first_looks(asked)
         later = [
-            i for i, first in firsts.items() if isinstance(first, FirstLook) and not first.answer
+            i
+            for i, first in firsts.items()
+            if isinstance(first, FirstLook) and first.answer is None
         ]
         for index, asking in asked.items():
             if index not in later:
