@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    event,
     insert,
     select,
     text,
@@ -43,6 +44,17 @@ ONE = Prepared(
         things.c.name == bindparam("name")
     )
 )
+LIKE = Prepared(
+    select(things.c.name, (things.c.count + 1).label("next")).where(
+        things.c.name.like(bindparam("pattern"))
+    )
+)
+defaulted = Table(
+    "defaulted",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("at", UTCDateTime, nullable=False, default=lambda: dt.datetime.now(dt.UTC)),
+)
 WHEN = dt.datetime(2026, 11, 30, 13, 52, 7, 123456, tzinfo=dt.UTC)
 
 
@@ -55,6 +67,9 @@ def engine(
         metadata.create_all(engine)
         yield engine
         engine.dispose()
+
+
+ADD_SQL = "INSERT INTO things (name, at, count) VALUES "
 
 
 def as_stored(engine: Engine, name: str) -> str:
@@ -105,3 +120,33 @@ def test_a_driver_error_is_cores_and_the_transaction_goes_on_as_with_core(engine
         ADD.run(conn, {"name": "twice", "at": WHEN, "count": 2})
     with engine.connect() as conn:
         assert ONE.first(conn, {"name": "twice"}).next == 2
+
+
+def test_a_statement_hook_sees_it_as_it_sees_cores(engine):
+    heard: list[str] = []
+
+    def hook(_conn, _cursor, statement, *_args) -> None:
+        heard.append(statement)
+
+    event.listen(engine, "before_cursor_execute", hook)
+    try:
+        with engine.begin() as conn:
+            ADD.run(conn, {"name": "heard", "at": WHEN, "count": 1})
+    finally:
+        event.remove(engine, "before_cursor_execute", hook)
+    assert [s[: len(ADD_SQL)] for s in heard if s.startswith("INSERT INTO things")] == [ADD_SQL]
+
+
+def test_a_write_says_how_many_rows_it_changed_and_a_select_gives_them_all(engine):
+    with engine.begin() as conn:
+        for name in ("all-1", "all-2"):
+            ADD.run(conn, {"name": name, "at": WHEN, "count": 1})
+        assert TOUCH.run(conn, {"touched": "all-1", "count": 5}) == 1
+        assert TOUCH.run(conn, {"touched": "nobody", "count": 5}) == 0
+        rows = LIKE.all(conn, {"pattern": "all-%"})
+    assert sorted((r.name, r.next) for r in rows) == [("all-1", 6), ("all-2", 2)]
+
+
+def test_a_column_default_computed_in_python_is_refused_not_left_null(engine):
+    with engine.begin() as conn, pytest.raises(ValueError, match="give"):
+        Prepared(insert(defaulted)).run(conn, {"name": "no time"})

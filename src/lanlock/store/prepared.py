@@ -10,9 +10,11 @@ parameter names, its values go through its types' own bind processors and its ro
 result processors (so a value is written and read exactly as Core would), and it runs on the
 Connection's own DBAPI connection, inside that Connection's transaction.
 
-What Core adds that this does not: statement events (so a statement run this way is not seen by
-an ``event.listen(engine, "before_cursor_execute")`` hook), and results beyond the first row.
-Driver errors are wrapped as Core wraps them (``sqlalchemy.exc.IntegrityError`` and the rest).
+What Core adds that this does not: the execution context (so no ``after_cursor_execute`` and no
+other event but ``before_cursor_execute``, which a hook in the tests needs, with no context), and
+column defaults computed in Python: such a statement must be given every column, and one that
+would need a default is refused when it is first run. Driver errors are wrapped as Core wraps
+them (``sqlalchemy.exc.IntegrityError`` and the rest).
 """
 
 from __future__ import annotations
@@ -23,20 +25,23 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import Compiled
 
 
 class Prepared:
     """One Core statement (a select, insert or update built once at import), ready to run on a
-    Connection's cursor: :meth:`first` for a select's first row, :meth:`run` for a write."""
+    Connection's (or a Session's) cursor: :meth:`first` and :meth:`all` for a select's rows,
+    :meth:`run` for a write."""
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
         self._forms: dict[tuple[str, frozenset[str]], _Form] = {}
 
-    def first(self, conn: Connection, params: Mapping[str, Any]) -> Any | None:
+    def first(self, conn: Connection | Session, params: Mapping[str, Any]) -> Any | None:
         """The first row (attributes named as the statement's columns), or None."""
+        conn = _connection(conn)
         form = self._form(conn, params)
         cursor = form.execute(conn, params)
         try:
@@ -45,8 +50,23 @@ class Prepared:
             cursor.close()
         return None if row is None else form.row(row)
 
-    def run(self, conn: Connection, params: Mapping[str, Any]) -> None:
-        self._form(conn, params).execute(conn, params).close()
+    def all(self, conn: Connection | Session, params: Mapping[str, Any]) -> list[Any]:
+        conn = _connection(conn)
+        form = self._form(conn, params)
+        cursor = form.execute(conn, params)
+        try:
+            return [form.row(row) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
+    def run(self, conn: Connection | Session, params: Mapping[str, Any]) -> int:
+        """Run a write; the rows it changed (the driver's ``rowcount``)."""
+        conn = _connection(conn)
+        cursor = self._form(conn, params).execute(conn, params)
+        try:
+            return cursor.rowcount
+        finally:
+            cursor.close()
 
     def _form(self, conn: Connection, params: Mapping[str, Any]) -> _Form:
         # An insert or update names its columns by the parameters given: one form for each set.
@@ -63,6 +83,10 @@ class _Form:
     def __init__(self, statement: Executable, conn: Connection, params: Mapping[str, Any]) -> None:
         dialect = conn.dialect
         self.compiled: Compiled = statement.compile(dialect=dialect, column_keys=list(params))
+        compiled: Any = self.compiled
+        defaulted = [c.key for c in (*compiled.insert_prefetch, *compiled.update_prefetch)]
+        if defaulted:
+            raise ValueError(f"a Prepared statement computes no default: give {defaulted}")
         self.sql = self.compiled.string
         self.dbapi_error = dialect.loaded_dbapi.Error
         self.order = list(self.compiled.positiontup or []) if self.compiled.positional else None
@@ -83,6 +107,8 @@ class _Form:
             values[name] = processor(values[name])
         arguments: Any = values if self.order is None else [values[n] for n in self.order]
         cursor = conn.connection.cursor()
+        for listener in conn.dispatch.before_cursor_execute:  # none but in the tests
+            listener(conn, cursor, self.sql, arguments, None, False)
         try:
             cursor.execute(self.sql, arguments)
         except self.dbapi_error as exc:
@@ -98,3 +124,7 @@ class _Form:
                 for value, processor in zip(values, self.result_processors, strict=True)
             )
         )
+
+
+def _connection(conn: Connection | Session) -> Connection:
+    return conn.connection() if isinstance(conn, Session) else conn
