@@ -188,8 +188,8 @@ def set_box_state(store: Store, box_id: str, state: str) -> dict[str, Any]:
             raise AdminError(f"no box has id {box_id}; `lanlock cloud box list` shows them")
         if box.state != state and "active" in (box.state, state):
             change = 1 if state == "active" else -1
-            session.execute(
-                registration.ACTIVE_BOXES, {"counted_code": box.subscription_code, "change": change}
+            registration.ACTIVE_BOXES.run(
+                session, {"counted_code": box.subscription_code, "change": change}
             )
         box.state = state
         return {"box_id": box.box_id, "scope": box.scope, "state": box.state}

@@ -32,6 +32,7 @@ from lanlock.cloud.models import (
     SubscriptionLine,
 )
 from lanlock.cloud.refusals import Limited, Refused
+from lanlock.store.prepared import Prepared
 
 if TYPE_CHECKING:
     from lanlock.cloud.registration import RegisteredBox
@@ -71,16 +72,18 @@ def _over_limit_since(key: str) -> ScalarSelect[dt.datetime]:
 # each of the database's subscriptions with its quota. A row per subscription; one row with a
 # NULL code when the database has none, and with a NULL kind too when it is unknown.
 _ANCHOR = select(literal(1).label("one")).subquery("anchor")
-CREDENTIALS = select(
-    _over_limit_since("network_key").label("network_over_since"),
-    _over_limit_since("database_key").label("database_over_since"),
-    databases.c.kind,
-    subscriptions.c.code,
-    subscriptions.c.state,
-    quota_of(subscriptions.c.code).scalar_subquery().label("quota"),
-).select_from(
-    _ANCHOR.outerjoin(databases, databases.c.uuid == bindparam("db_uuid")).outerjoin(
-        subscriptions, subscriptions.c.database_uuid == databases.c.uuid
+CREDENTIALS = Prepared(
+    select(
+        _over_limit_since("network_key").label("network_over_since"),
+        _over_limit_since("database_key").label("database_over_since"),
+        databases.c.kind,
+        subscriptions.c.code,
+        subscriptions.c.state,
+        quota_of(subscriptions.c.code).scalar_subquery().label("quota"),
+    ).select_from(
+        _ANCHOR.outerjoin(databases, databases.c.uuid == bindparam("db_uuid")).outerjoin(
+            subscriptions, subscriptions.c.database_uuid == databases.c.uuid
+        )
     )
 )
 
@@ -141,7 +144,7 @@ def _credentials(
         "limit": failures.limit,
         "since": now - failures.window,
     }
-    found = conn.execute(CREDENTIALS, values).all()
+    found = CREDENTIALS.all(conn, values)
     # A registered box proves itself with its device key: nobody's failures limit it.
     if box is None or box.database_uuid != request.db_uuid:
         first = found[0]  # the anchor's row is there whatever the database

@@ -44,6 +44,7 @@ from lanlock.cloud.refusals import Refused
 from lanlock.cloud.registration import RegisteredBox
 from lanlock.cloud.reuse import reusable_in
 from lanlock.store import Store
+from lanlock.store.prepared import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ RELEASE = delete(leases).where(
     leases.c.scope == bindparam("scope"), leases.c.holder == bindparam("holder")
 )
 RENEW = update(leases).where(leases.c.holder == bindparam("renewing"))
-ADD_CERTIFICATE = insert(certificates)
+ADD_CERTIFICATE = Prepared(insert(certificates))
 NEWEST_ANY_KEY = (
     select(certificates.c.not_before, certificates.c.not_after, certificates.c.renew_after)
     .where(certificates.c.scope == bindparam("scope"))
@@ -331,8 +332,8 @@ class Issuance:
 
     def _add(self, conn: Connection, box: RegisteredBox, columns: dict[str, Any]) -> None:
         """The certificate's row, counted in its subscription's (:func:`throttle.count_issued`)."""
-        conn.execute(ADD_CERTIFICATE, columns)
         now = dt.datetime.now(dt.UTC)
+        ADD_CERTIFICATE.run(conn, columns | {"created_at": now})
         throttle.count_issued(conn, self.budget, box.subscription_code, now)
 
     def _order_in(self, conn: Connection, scope: str, now: dt.datetime) -> Order:

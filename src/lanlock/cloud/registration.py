@@ -80,22 +80,24 @@ LOCK = (
 # waited): the slots taken and allowed, and whom the box is registered to now. The slots taken
 # are the subscription's count of active boxes, kept by every change of a box's subscription or
 # state (:data:`ACTIVE_BOXES`): counting the boxes read one index entry per box.
-SLOTS = select(
-    select(subscriptions.c.active_boxes)
-    .where(subscriptions.c.code == bindparam("code"))
-    .scalar_subquery()
-    .label("used"),
-    QUOTA.scalar_subquery().label("quota"),
-    select(boxes.c.subscription_code)
-    .where(boxes.c.box_id == bindparam("box_id"))
-    .scalar_subquery()
-    .label("registered_to"),
+SLOTS = Prepared(
+    select(
+        select(subscriptions.c.active_boxes)
+        .where(subscriptions.c.code == bindparam("code"))
+        .scalar_subquery()
+        .label("used"),
+        QUOTA.scalar_subquery().label("quota"),
+        select(boxes.c.subscription_code)
+        .where(boxes.c.box_id == bindparam("box_id"))
+        .scalar_subquery()
+        .label("registered_to"),
+    )
 )
-ADD = insert(boxes)
+ADD = Prepared(insert(boxes))
 MOVE = update(boxes).where(boxes.c.box_id == bindparam("moved_box_id"))
 # A subscription's active boxes, one more or one less: in the transaction that registers, moves,
 # revokes or removes the box (and so, on PostgreSQL, under the subscription row's lock).
-ACTIVE_BOXES = (
+ACTIVE_BOXES = Prepared(
     update(subscriptions)
     .where(subscriptions.c.code == bindparam("counted_code"))
     .values(active_boxes=subscriptions.c.active_boxes + bindparam("change"))
@@ -126,7 +128,7 @@ def register_in(
     code = request.enterprise_code
     if locks_rows:
         conn.execute(LOCK, {"code": code}).one()
-    slots = conn.execute(SLOTS, {"code": code, "box_id": request.box_id}).one()
+    slots = SLOTS.first(conn, {"code": code, "box_id": request.box_id})
     if known is not None or slots.registered_to is not None:
         # A registered box (or one registered by a concurrent request of its own while we
         # waited): as it is now, locked, so that its slot moves from where it really is.
@@ -141,19 +143,23 @@ def register_in(
         box = RegisteredBox(
             request.box_id, names.new_scope(), request.db_uuid, code, "active", network
         )
-        conn.execute(
-            ADD,
+        now = dt.datetime.now(dt.UTC)
+        ADD.run(
+            conn,
             {
                 "box_id": box.box_id,
                 "device_key_der": pki.public_key_der(request.device_key),
                 "scope": box.scope,
                 "database_uuid": box.database_uuid,
                 "subscription_code": code,
+                "state": box.state,
                 "last_address": request.address,
                 "source_network": network,
+                "created_at": now,
+                "last_seen_at": now,
             },
         )
-        conn.execute(ACTIVE_BOXES, {"counted_code": code, "change": 1})
+        ACTIVE_BOXES.run(conn, {"counted_code": code, "change": 1})
         return Slot(box, True, quota)
     # A registered box that presents another subscription's code moves to it, keeping its scope.
     conn.execute(
@@ -169,8 +175,8 @@ def register_in(
     if known.state == "active":  # its slot moves with it (the old subscription's row unlocked:
         # two boxes moving at once in opposite directions can deadlock, and PostgreSQL then
         # fails one, which the box is told to retry)
-        conn.execute(ACTIVE_BOXES, {"counted_code": known.subscription_code, "change": -1})
-        conn.execute(ACTIVE_BOXES, {"counted_code": code, "change": 1})
+        ACTIVE_BOXES.run(conn, {"counted_code": known.subscription_code, "change": -1})
+        ACTIVE_BOXES.run(conn, {"counted_code": code, "change": 1})
     moved = replace(
         known, database_uuid=request.db_uuid, subscription_code=code, source_network=network
     )
@@ -186,7 +192,7 @@ def unregister(store: Store, box_id: str) -> None:
 def unregister_in(session: Session | Connection, box_id: str) -> None:
     row = session.execute(BOX_NOW, {"box_id": box_id}).first()
     if row is not None and row.state == "active":  # a revoked box was not counted
-        session.execute(ACTIVE_BOXES, {"counted_code": row.subscription_code, "change": -1})
+        ACTIVE_BOXES.run(session, {"counted_code": row.subscription_code, "change": -1})
     session.execute(UNREGISTER_CERTIFICATES, {"gone_box_id": box_id})
     session.execute(UNREGISTER_BOX, {"gone_box_id": box_id})
 

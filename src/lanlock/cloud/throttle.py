@@ -23,6 +23,7 @@ from sqlalchemy import Connection, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from lanlock.cloud.models import Certificate, Subscription
+from lanlock.store.prepared import Prepared
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,13 @@ PER_SUBSCRIPTION = select(func.count(), func.min(certificates.c.created_at)).whe
 # reaches its budget is counted exactly (PER_SUBSCRIPTION reads one index entry per certificate
 # of the window: a fleet of 10,000 boxes read 10,000 at each new one).
 subscriptions = Subscription.__table__
-ISSUED_BOUND = select(
-    (subscriptions.c.issued_last_period + subscriptions.c.issued_this_period).label("bound"),
-    subscriptions.c.issued_last_start,
-).where(subscriptions.c.code == bindparam("code"))
-COUNT_IN_PERIOD = (
+ISSUED_BOUND = Prepared(
+    select(
+        (subscriptions.c.issued_last_period + subscriptions.c.issued_this_period).label("bound"),
+        subscriptions.c.issued_last_start,
+    ).where(subscriptions.c.code == bindparam("code"))
+)
+COUNT_IN_PERIOD = Prepared(
     update(subscriptions)
     .where(
         subscriptions.c.code == bindparam("counted_code"),
@@ -72,7 +75,7 @@ COUNT_IN_PERIOD = (
     )
     .values(issued_this_period=subscriptions.c.issued_this_period + 1)
 )
-COUNT_IN_NEW_PERIOD = (
+COUNT_IN_NEW_PERIOD = Prepared(
     update(subscriptions)
     .where(
         subscriptions.c.code == bindparam("counted_code"),
@@ -135,7 +138,7 @@ def check_budget(
 def issued_bound(session: Session | Connection, code: str, since: dt.datetime) -> float:
     """At least as many as the subscription ``code``'s certificates issued after ``since``
     (infinite when its kept counts cannot tell: then count them)."""
-    row = session.execute(ISSUED_BOUND, {"code": code}).first()
+    row = ISSUED_BOUND.first(session, {"code": code})
     if row is None:
         return math.inf
     last_start = row.issued_last_start
@@ -161,9 +164,9 @@ def count_issued(
     than the window, else in a new period beginning now."""
     window_start = now - dt.timedelta(seconds=budget.window)
     counted = {"counted_code": code, "window_start": window_start}
-    if session.execute(COUNT_IN_PERIOD, counted).rowcount:
+    if COUNT_IN_PERIOD.run(session, counted):
         return
     # The period is over (or none began): a new one. A transaction that began it first, while
     # this one waited for the row (PostgreSQL re-reads it then), leaves this one to count in it.
-    if not session.execute(COUNT_IN_NEW_PERIOD, counted | {"period_start": now}).rowcount:
-        session.execute(COUNT_IN_PERIOD, counted)
+    if not COUNT_IN_NEW_PERIOD.run(session, counted | {"period_start": now}):
+        COUNT_IN_PERIOD.run(session, counted)
