@@ -3,12 +3,13 @@
 SQLAlchemy Core compiles a statement once (its compiled cache), but every execution still builds
 an execution context, dispatches its events and wraps a result: about 20 µs a statement on the
 cloud's machine, against 4 µs for the driver's cursor itself (BENCHMARKS.md, fifth session). The
-cloud's express lane runs four statements for each box asking again, which made that overhead a
-tenth of its answer; SQLAlchemy has no leaner way to run a compiled statement, so this module is
-that way, by hand and small: each statement is compiled by SQLAlchemy once per dialect and set of
-parameter names, its values go through its types' own bind processors and its rows through their
-result processors (so a value is written and read exactly as Core would), and it runs on the
-Connection's own DBAPI connection, inside that Connection's transaction.
+cloud's express lane runs four statements for each box asking again, and a new box a dozen,
+which made that overhead a tenth of their answers; SQLAlchemy has no leaner way to run a
+compiled statement, so this module is that way, by hand and small: each statement is compiled by
+SQLAlchemy once per dialect and set of parameter names, its values go through its types' own
+bind processors and its rows through their result processors (so a value is written and read
+exactly as Core would), and it runs on the Connection's own DBAPI connection, inside that
+Connection's transaction.
 
 What Core adds that this does not: the execution context (so no ``after_cursor_execute`` and no
 other event but ``before_cursor_execute``, which a hook in the tests needs, with no context), and
