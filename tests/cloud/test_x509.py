@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
 import josepy
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import func, select
 
@@ -319,3 +321,23 @@ def test_health_and_metrics(cloud, cloud_store):
     assert 'lanlock_x509_requests_total{code="",outcome="issued"}' in metrics
     assert "lanlock_issuance_seconds_bucket" in metrics
     assert 'lanlock_certificates_issued_total{issuer="local"}' in metrics
+
+
+def test_a_forged_csr_for_a_registered_boxs_key_is_refused_not_reused(cloud, cloud_store):
+    """The cloud skips the signature check of the very CSR a certificate was issued for (the
+    box signs it deterministically). Someone holding a box's device key but not its TLS key can
+    copy the public CSR's key and names, not its signature: the same key with any other bytes
+    is checked, and refused, over the wire; and the box's own CSR still gets its certificate."""
+    customer = Customer.create(cloud_store)
+    box = TestBox(cloud.url)
+    issued = box.ask(customer)
+    assert issued.result
+    der = bytearray(pki.build_csr(box.tls_key).public_bytes(serialization.Encoding.DER))
+    der[-1] ^= 0x01  # the signature's last byte
+    body = base64.b64encode(bytes(der)).decode()
+    forged = f"-----BEGIN CERTIFICATE REQUEST-----\n{body}\n-----END CERTIFICATE REQUEST-----\n"
+    answer = box.ask(customer, csr_pem=forged)
+    assert_refused(answer, "invalid_csr")
+    assert "signature does not verify" in answer.message
+    again = box.ask(customer)
+    assert again.result and again.result.x509_pem == issued.result.x509_pem
