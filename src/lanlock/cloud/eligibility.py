@@ -18,7 +18,7 @@ import datetime as dt
 import hmac
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Row, ScalarSelect, Select, bindparam, func, literal, select
+from sqlalchemy import Connection, ScalarSelect, Select, bindparam, func, literal, select
 from sqlalchemy.orm import Session
 
 from lanlock import errors
@@ -91,7 +91,7 @@ CREDENTIALS = Prepared(
 def check(
     conn: Connection,
     request: SignedRequest,
-    row: Row | None,
+    row: Any | None,
     box: RegisteredBox | None,
     network: str,
     failures: limits.FailureCounts,
@@ -133,7 +133,7 @@ def _credentials(
     network: str,
     failures: limits.FailureCounts,
     now: dt.datetime,
-) -> Row:
+) -> Any:
     """The failure limits (for a key not registered to the database), then the database's
     subscription with the request's code: its row of :data:`CREDENTIALS`, or Refused."""
     network_key, database_key = limits.network_key(network), limits.database_key(request.db_uuid)
@@ -158,7 +158,7 @@ def _credentials(
     return subscription
 
 
-def _matching(rows: list[Row], code: str) -> Row | None:
+def _matching(rows: list[Any], code: str) -> Any | None:
     """The row of the subscription with this code, compared in constant time with each."""
     supplied = code.encode()
     found = None

@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from lanlock import errors, names, pki
@@ -38,7 +38,7 @@ class RegisteredBox:
     source_network: str | None = None
 
     @classmethod
-    def of(cls, box_id: str, row: Row) -> RegisteredBox:
+    def of(cls, box_id: str, row: Any) -> RegisteredBox:
         """From a row with the box's ``scope``, ``database_uuid``, ``subscription_code``,
         ``state`` and ``source_network``."""
         return cls(

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
-from sqlalchemy import Connection, Row, text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import InterfaceError as SQLInterfaceError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -418,7 +418,7 @@ class X509Service:
         parsed: csr_policy.ParsedCSR,
         fingerprint: str | None,
         record: Recorder,
-        row: Row | None,
+        row: Any | None,
         now: dt.datetime,
     ) -> FirstLook:
         """Steps 3 to 6 in the first look's transaction: Refused for a refusal (the caller
